@@ -1,0 +1,73 @@
+"""The adapter protocol: the one place a new dataset plugs in.
+
+An adapter is any object with a `name`, its class `labels` (index = class id everywhere downstream) and
+`load(cache_dir)` returning one polars table with columns `text`, `label`, `split` (more columns are kept).
+`split` is one of train / test / unsup; `label` is null only in unsup. Everything else (download, cache,
+validation, the validation split, cleaning) is shared machinery, so an adapter stays a few lines.
+
+Optional attributes an adapter may declare, read with `getattr`:
+- `row_count: tuple[int, int]`: bounds on the number of rows `load` returns (checked by GX).
+- `max_text_chars: int`: longest text accepted (default 100,000 characters).
+- `expectations() -> list[gx.expectations.Expectation]`: extra GX expectations on the whole table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import polars as pl
+
+SPLITS = ("train", "test", "unsup")
+REQUIRED_COLUMNS = ("text", "label", "split")
+DEFAULT_MAX_TEXT_CHARS = 100_000
+
+
+@runtime_checkable
+class DatasetAdapter(Protocol):
+    name: str
+    labels: tuple[str, ...]
+
+    def load(self, cache_dir: Path) -> pl.DataFrame: ...
+
+
+class AdapterError(Exception):
+    """An adapter is missing, malformed, or returned data the pipeline cannot use. Says what to change."""
+
+
+def check_adapter(adapter: object, where: str) -> None:
+    """Fail with a message that says what to change when an object does not implement the protocol."""
+    problems = []
+    name = getattr(adapter, "name", None)
+    if not isinstance(name, str) or not name:
+        problems.append("set a class attribute `name: str` (the key used in params.yaml dataset.name)")
+    labels = getattr(adapter, "labels", None)
+    if not isinstance(labels, tuple | list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        problems.append("set `labels` to a tuple of at least two class names, e.g. ('neg', 'pos')")
+    elif len(set(labels)) != len(labels):
+        problems.append(f"`labels` has duplicates: {tuple(labels)}")
+    if not callable(getattr(adapter, "load", None)):
+        problems.append("implement `load(self, cache_dir: Path) -> polars.DataFrame` with columns text, label, split")
+    if problems:
+        raise AdapterError(f"adapter {where} does not implement the adapter protocol:\n  - " + "\n  - ".join(problems))
+
+
+def check_frame(df: object, adapter_name: str) -> pl.DataFrame:
+    """Check the shape of what `load` returned (columns and dtypes); values are GX's job."""
+    if not isinstance(df, pl.DataFrame):
+        raise AdapterError(
+            f"dataset '{adapter_name}': load() returned {type(df).__name__}; return a polars.DataFrame "
+            "(pl.from_pandas(...) converts a pandas one)"
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise AdapterError(
+            f"dataset '{adapter_name}': load() returned columns {df.columns}; missing {missing}. "
+            "Rename your columns to text, label, split (df.rename({...}))"
+        )
+    wrong = {c: str(df.schema[c]) for c in REQUIRED_COLUMNS if df.schema[c] not in (pl.String, pl.Null)}
+    if wrong:
+        raise AdapterError(
+            f"dataset '{adapter_name}': columns must be strings, got {wrong}. "
+            "Cast them, e.g. df.with_columns(pl.col('label').cast(pl.String)), and map numeric labels to names"
+        )
+    return df.with_columns(pl.col(c).cast(pl.String) for c in REQUIRED_COLUMNS)

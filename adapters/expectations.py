@@ -1,0 +1,197 @@
+"""One Great Expectations suite for every adapter, built from the labels it declares.
+
+Critical expectations stop the run; warnings are recorded (reports/validation.json) and printed:
+- critical: text non-null, non-blank, at most `max_text_chars`; split in {train, test, unsup}; train and
+  test present; label in the declared set; label non-null outside unsup and null inside it; every label
+  present in train; row-count bounds where the adapter declares them; the adapter's own expectations.
+- warning: duplicate texts, texts longer than LONG_TEXT_WARN characters.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from adapters.base import DEFAULT_MAX_TEXT_CHARS
+
+LONG_TEXT_WARN = 20_000
+SAMPLE_ROWS = 5
+
+
+@dataclass
+class ExpectationResult:
+    expectation: str
+    column: str | None
+    condition: str | None
+    severity: str
+    success: bool
+    unexpected_count: int | None
+    observed: Any = None
+    sample_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        where = f" on {self.column}" if self.column else ""
+        cond = f" where {self.condition}" if self.condition else ""
+        count = f": {self.unexpected_count:,} row(s)" if self.unexpected_count is not None else ""
+        observed = f" (observed {self.observed})" if self.observed is not None else ""
+        return f"{self.expectation}{where}{cond}{count}{observed}"
+
+
+@dataclass
+class ValidationReport:
+    dataset: str
+    labels: tuple[str, ...]
+    rows: int
+    counts: dict[str, dict[str, int]]
+    results: list[ExpectationResult]
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results if r.severity == "critical")
+
+    @property
+    def failures(self) -> list[ExpectationResult]:
+        return [r for r in self.results if not r.success and r.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[ExpectationResult]:
+        return [r for r in self.results if not r.success and r.severity != "critical"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "success": self.success,
+            "labels": list(self.labels),
+            "rows": self.rows,
+            "counts": self.counts,
+            "failed": len(self.failures),
+            "warnings": len(self.warnings),
+            "results": [r.__dict__ for r in self.results],
+        }
+
+    def message(self) -> str:
+        lines = [f"dataset '{self.dataset}' failed validation ({len(self.failures)} of {len(self.results)} expectations):"]
+        for res in self.failures:
+            lines.append(f"  ✗ {res.describe()}")
+            for row in res.sample_rows:
+                lines.append(f"      {row}")
+        for res in self.warnings:
+            lines.append(f"  ! warning: {res.describe()}")
+        return "\n".join(lines)
+
+
+class ValidationFailed(Exception):
+    def __init__(self, report: ValidationReport) -> None:
+        super().__init__(report.message())
+        self.report = report
+
+
+def build_expectations(adapter: Any) -> list:
+    import great_expectations as gx
+
+    E = gx.expectations
+    labels = list(adapter.labels)
+    max_chars = getattr(adapter, "max_text_chars", DEFAULT_MAX_TEXT_CHARS)
+    labelled = 'split != "unsup"'
+    expectations = [
+        E.ExpectColumnValuesToNotBeNull(column="text"),
+        E.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$"),
+        E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, max_value=max_chars),
+        E.ExpectColumnValuesToNotBeNull(column="split"),
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test", "unsup"]),
+        E.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "test"]),
+        E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+        E.ExpectColumnValuesToNotBeNull(column="label", row_condition=labelled, condition_parser="pandas"),
+        E.ExpectColumnValuesToBeNull(column="label", row_condition='split == "unsup"', condition_parser="pandas"),
+        E.ExpectColumnDistinctValuesToContainSet(column="label", value_set=labels, row_condition='split == "train"', condition_parser="pandas"),
+        E.ExpectColumnValuesToBeUnique(column="text", severity="warning"),
+        E.ExpectColumnValueLengthsToBeBetween(column="text", max_value=LONG_TEXT_WARN, severity="warning"),
+    ]
+    bounds = getattr(adapter, "row_count", None)
+    if bounds is not None:
+        expectations.append(E.ExpectTableRowCountToBeBetween(min_value=bounds[0], max_value=bounds[1]))
+    extra = getattr(adapter, "expectations", None)
+    if callable(extra):
+        expectations.extend(extra())
+    return expectations
+
+
+def validate(df: pl.DataFrame, adapter: Any) -> ValidationReport:
+    """Run the suite on `df` (the adapter's raw output) and return the report; raises nothing."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas(f"{adapter.name}_source")
+        .add_dataframe_asset(adapter.name)
+        .add_batch_definition_whole_dataframe("all_rows")
+        .get_batch(batch_parameters={"dataframe": df.to_pandas()})
+    )
+    suite = gx.ExpectationSuite(name=f"{adapter.name}_suite", expectations=build_expectations(adapter))
+    outcome = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS})
+
+    sample_columns = [c for c in ("id", "text", "label", "split") if c in df.columns]
+    results = []
+    for res in outcome.results:
+        config = res.expectation_config
+        kwargs = config.kwargs
+        result = res.result or {}
+        indices = (result.get("unexpected_index_list") or [])[:SAMPLE_ROWS]
+        samples = [_sample_row(df, int(i), sample_columns) for i in indices if isinstance(i, int | float)]
+        if res.exception_info and res.exception_info.get("raised_exception"):
+            observed = res.exception_info.get("exception_message")
+        else:
+            observed = result.get("observed_value") if not res.success else None
+        results.append(
+            ExpectationResult(
+                expectation=config.type,
+                column=kwargs.get("column"),
+                condition=kwargs.get("row_condition") or None,
+                severity=str(getattr(config.severity, "value", config.severity)),
+                success=bool(res.success),
+                unexpected_count=result.get("unexpected_count"),
+                observed=_plain(observed),
+                sample_rows=samples,
+            )
+        )
+    return ValidationReport(
+        dataset=adapter.name,
+        labels=tuple(adapter.labels),
+        rows=df.height,
+        counts=_counts(df),
+        results=results,
+    )
+
+
+def _sample_row(df: pl.DataFrame, index: int, columns: list[str]) -> dict[str, Any]:
+    row = df.row(index, named=True)
+    out: dict[str, Any] = {"row": index}
+    for col in columns:
+        value = row[col]
+        if isinstance(value, str) and len(value) > 80:
+            value = value[:77] + "..."
+        out[col] = value
+    return out
+
+
+def _counts(df: pl.DataFrame) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    if {"split", "label"} <= set(df.columns):
+        for split, label, n in df.group_by(["split", "label"]).len().sort(["split", "label"], nulls_last=True).iter_rows():
+            counts.setdefault(str(split), {})[str(label) if label is not None else "(none)"] = int(n)
+    return counts
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)

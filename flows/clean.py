@@ -1,0 +1,81 @@
+"""clean: an ordered list of named steps from params.yaml, each a vectorised polars expression.
+
+Read like a tokenizers pipeline: `clean.steps: [strip_markup, unescape_entities, lowercase,
+remove_punctuation, normalize_whitespace]`; drop a name to switch a step off, reorder to reorder.
+"""
+from __future__ import annotations
+
+import html
+from html.entities import html5
+
+import polars as pl
+from prefect import flow
+
+from flows.common import DATA, params, run_stage
+from reweigh.io import write_parquet
+
+INPUT = DATA / "ingested.parquet"
+OUTPUT = DATA / "clean.parquet"
+
+_TAG = r"<[^<>]*>"  # an XML/HTML tag, e.g. <br />, <i>, <a href="...">
+_NUMERIC_ENTITY = r"&#(?:[0-9]{1,7}|[xX][0-9a-fA-F]{1,6});"
+# Named entities with their terminating ';' (the forms without one are legacy and ambiguous in text).
+_NAMED_ENTITIES = {f"&{k}": v for k, v in html5.items() if k.endswith(";")}
+
+
+def strip_markup(text: pl.Expr) -> pl.Expr:
+    return text.str.replace_all(_TAG, " ")
+
+
+def unescape_entities(text: pl.Expr) -> pl.Expr:
+    # Numeric entities are decoded one distinct value at a time (few per corpus), then all entities,
+    # named and numeric, are replaced in one Aho-Corasick pass.
+    return text.map_batches(_unescape_series, return_dtype=pl.String)
+
+
+def _unescape_series(texts: pl.Series) -> pl.Series:
+    numeric = texts.str.extract_all(_NUMERIC_ENTITY).explode().drop_nulls().unique().to_list()
+    table = {**_NAMED_ENTITIES, **{e: html.unescape(e) for e in numeric}}
+    return texts.str.replace_many(list(table), list(table.values()))
+
+
+def lowercase(text: pl.Expr) -> pl.Expr:
+    return text.str.to_lowercase()
+
+
+def remove_punctuation(text: pl.Expr) -> pl.Expr:
+    # Apostrophes join a word ("don't" → "dont"); every other non-word character becomes a space.
+    return text.str.replace_all("'", "", literal=True).str.replace_all(r"[^\w\s]", " ")
+
+
+def normalize_whitespace(text: pl.Expr) -> pl.Expr:
+    return text.str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+STEPS = {f.__name__: f for f in (strip_markup, unescape_entities, lowercase, remove_punctuation, normalize_whitespace)}
+
+
+def clean_expr(steps: list[str], column: str = "text") -> pl.Expr:
+    expr = pl.col(column)
+    for step in steps:
+        expr = STEPS[step](expr)
+    return expr
+
+
+def clean_texts(texts: list[str] | pl.Series, steps: list[str]) -> list[str]:
+    """Clean a few texts exactly as the stage does (used by predict and the tests)."""
+    return pl.DataFrame({"text": pl.Series(texts, dtype=pl.String)}).select(clean_expr(steps))["text"].to_list()
+
+
+@flow(name="clean", log_prints=True)
+def clean_flow() -> str:
+    p = params()
+    df = pl.read_parquet(INPUT, columns=["id", "text", "label", "split"])
+    cleaned = df.with_columns(clean_expr(p.clean.steps))
+    write_parquet(cleaned, OUTPUT)
+    print(f"clean: {cleaned.height:,} rows, steps {p.clean.steps} → {OUTPUT}")
+    return str(OUTPUT)
+
+
+if __name__ == "__main__":
+    run_stage(clean_flow, "clean")

@@ -1,0 +1,104 @@
+"""ingest: adapter → GX validation → seeded validation split → data/ingested.parquet.
+
+Nothing downstream sees data that failed validation: a failure writes reports/validation.json (the
+record of every run) and stops with the failing expectations, their counts and sample rows.
+"""
+from __future__ import annotations
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from adapters.base import check_frame
+from adapters.download import DownloadError
+from adapters.expectations import ValidationFailed, validate
+from adapters.registry import get_adapter
+from flows.common import DATA, DATASET_FILE, REPORTS, cache_dir, params, run_stage
+from reweigh.io import write_json, write_parquet
+from reweigh.params import DatasetParams
+from reweigh.splits import stratified_split
+
+OUTPUT = DATA / "ingested.parquet"
+VALIDATION = REPORTS / "validation.json"
+
+
+def _retry_download(task, task_run, state) -> bool:
+    """Retry only what a retry can fix: network and checksum failures, not bad data."""
+    try:
+        state.result()
+    except DownloadError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=_retry_download, cache_policy=NO_CACHE)
+def load_dataset(name: str, options: dict) -> tuple[object, pl.DataFrame]:
+    adapter = get_adapter(name, options)
+    return adapter, check_frame(adapter.load(cache_dir()), adapter.name)
+
+
+def carve_validation(df: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
+    """Move a seeded, stratified `fraction` of train to split 'val' (never touching test)."""
+    train = df.filter(pl.col("split") == "train")
+    new_split = stratified_split(train["label"], fraction, seed, "val", "train")
+    return pl.concat([train.with_columns(split=new_split), df.filter(pl.col("split") != "train")], how="vertical")
+
+
+def limit_rows(df: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame:
+    """Keep at most `limit` rows per split, a seeded sample (for quick runs and benchmarks)."""
+    if not limit:
+        return df
+    parts = [g.sample(n=min(limit, g.height), seed=seed) for _, g in df.group_by("split", maintain_order=True)]
+    return pl.concat(parts).sort("id")
+
+
+def ingest(dataset: DatasetParams, seed: int) -> pl.DataFrame:
+    logger = get_run_logger()
+    adapter, raw = load_dataset(dataset.name, dataset.options)
+    if "id" not in raw.columns:
+        raw = raw.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
+    report = validate(raw, adapter)
+    write_json(report.to_dict(), VALIDATION)
+    for warning in report.warnings:
+        logger.warning("dataset '%s': %s", adapter.name, warning.describe())
+    if not report.success:
+        raise ValidationFailed(report)
+    logger.info("dataset '%s': %d rows passed %d expectations", adapter.name, raw.height, len(report.results))
+    df = limit_rows(raw, dataset.limit, seed)
+    df = carve_validation(df, dataset.val_fraction, seed)
+    order = ["id", "text", "label", "split"]
+    df = df.select(order + [c for c in df.columns if c not in order])
+    write_parquet(df, OUTPUT)
+    counts = df.group_by("split").len().sort("split")
+    write_json({"name": adapter.name, "labels": list(adapter.labels), "rows": dict(counts.iter_rows())}, DATASET_FILE)
+    create_markdown_artifact(
+        key="ingest-validation",
+        markdown=_summary(report.to_dict(), counts),
+        description=f"GX validation of dataset {adapter.name}",
+    )
+    return df
+
+
+def _summary(report: dict, counts: pl.DataFrame) -> str:
+    lines = [f"# Dataset `{report['dataset']}`", "", "| split | rows |", "|---|---|"]
+    lines += [f"| {s} | {n:,} |" for s, n in counts.iter_rows()]
+    lines += ["", "| expectation | column | severity | ok | unexpected |", "|---|---|---|---|---|"]
+    for r in report["results"]:
+        lines.append(f"| {r['expectation']} | {r['column'] or ''} | {r['severity']} | {'✓' if r['success'] else '✗'} | {r['unexpected_count'] if r['unexpected_count'] is not None else ''} |")
+    return "\n".join(lines)
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow() -> str:
+    p = params()
+    df = ingest(p.dataset, p.seed)
+    print(f"ingest: {df.height:,} rows → {OUTPUT} (validation: {VALIDATION})")
+    return str(OUTPUT)
+
+
+if __name__ == "__main__":
+    run_stage(ingest_flow, "ingest")

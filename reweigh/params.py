@@ -1,0 +1,133 @@
+"""params.yaml, typed and checked before any work starts.
+
+Every knob of the pipeline lives in params.yaml; each stage reads it through `load_params`, which fails
+fast with the key, the value given and what is allowed (a typo'd tokenizer kind, a negative vocabulary,
+attention heads that do not divide the hidden size, ...).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CLEAN_STEPS = ("strip_markup", "unescape_entities", "lowercase", "remove_punctuation", "normalize_whitespace")
+TOKENIZER_KINDS = ("word", "bpe", "wordpiece", "char")
+MODEL_NAMES = ("gru", "gru_attention")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetParams(_Strict):
+    name: str = "imdb"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    limit: int = Field(0, ge=0, description="keep at most this many rows per split (seeded); 0 = all")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class CleanParams(_Strict):
+    steps: list[Literal[CLEAN_STEPS]] = Field(default_factory=lambda: list(CLEAN_STEPS))  # type: ignore[valid-type]
+
+
+class TokenizeParams(_Strict):
+    kind: Literal[TOKENIZER_KINDS] = "bpe"  # type: ignore[valid-type]
+    vocab_size: int = Field(20000, gt=2)
+    min_frequency: int = Field(2, ge=1)
+    max_length: int = Field(256, ge=1)
+    chunk_size: int = Field(2000, ge=1, description="documents encoded per batch (bounds peak memory)")
+
+
+class TrainParams(_Strict):
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
+    grad_clip: float = Field(1.0, gt=0)
+    bucketing: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    resume: bool = False
+
+
+class GRUParams(_Strict):
+    embedding_dim: int = Field(128, ge=1)
+    hidden_size: int = Field(128, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.3, ge=0, lt=1)
+    pooling: Literal["last", "mean", "max"] = "mean"
+
+
+class AttentionGRUParams(GRUParams):
+    heads: int = Field(4, ge=1)
+    positional_encoding: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "AttentionGRUParams":
+        width = self.hidden_size * (2 if self.bidirectional else 1)
+        if width % self.heads:
+            raise ValueError(
+                f"heads={self.heads} must divide the GRU output width {width} "
+                f"(hidden_size {self.hidden_size} x {'2 directions' if self.bidirectional else '1 direction'})"
+            )
+        return self
+
+
+class ModelParams(_Strict):
+    gru: GRUParams = GRUParams()
+    gru_attention: AttentionGRUParams = AttentionGRUParams()
+
+
+class BaselineParams(_Strict):
+    ngram_max: int = Field(2, ge=1, le=3)
+    min_df: int = Field(2, ge=1)
+    max_features: int = Field(200000, ge=1)
+    C: float = Field(4.0, gt=0)
+
+
+class ReportParams(_Strict):
+    target_precision: float = Field(0.9, gt=0, lt=1)
+    target_recall: float = Field(0.9, gt=0, lt=1)
+    attention_examples: int = Field(3, ge=0)
+
+
+class Params(_Strict):
+    seed: int = 42
+    dataset: DatasetParams = DatasetParams()
+    clean: CleanParams = CleanParams()
+    tokenize: TokenizeParams = TokenizeParams()
+    train: TrainParams = TrainParams()
+    model: ModelParams = ModelParams()
+    baseline: BaselineParams = BaselineParams()
+    report: ReportParams = ReportParams()
+
+
+class ParamsError(ValueError):
+    """params.yaml has a value the pipeline cannot use."""
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found (run from the project root, where dvc.yaml is)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(format_errors(path, exc)) from None
+
+
+def format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} invalid value(s):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        given = err.get("input")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?)"
+        lines.append(f"  {key}: {msg}; got {given!r}" if err["type"] != "missing" else f"  {key}: {msg}")
+    return "\n".join(lines)
