@@ -8,6 +8,11 @@ import reweigh  # noqa: F401  (offline defaults)
 app = typer.Typer(help="Train and compare text classifiers reproducibly (DVC + Prefect + PyTorch).", no_args_is_help=True)
 
 
+@app.callback()
+def main() -> None:
+    """Train and compare text classifiers reproducibly (DVC + Prefect + PyTorch)."""
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
