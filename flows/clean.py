@@ -44,8 +44,10 @@ def lowercase(text: pl.Expr) -> pl.Expr:
 
 
 def remove_punctuation(text: pl.Expr) -> pl.Expr:
-    # Apostrophes join a word ("don't" → "dont"); every other non-word character becomes a space.
-    return text.str.replace_all("'", "", literal=True).str.replace_all(r"[^\w\s]", " ")
+    # Apostrophes join a word ("don't" → "dont"); any other character that is not a letter, digit,
+    # underscore or space becomes a space. Letters/numbers by Unicode class, as Python's `\w` counts
+    # them ("½" is a number), so the stage agrees with the usual per-document `re` recipe.
+    return text.str.replace_all("'", "", literal=True).str.replace_all(r"[^\p{L}\p{N}_\s]", " ")
 
 
 def normalize_whitespace(text: pl.Expr) -> pl.Expr:

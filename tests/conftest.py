@@ -100,6 +100,13 @@ class Project:
         params = yaml.safe_load(params_file.read_text())
         params_file.write_text(yaml.safe_dump(deep_update(params, update), sort_keys=False))
 
+    def replace_section(self, name: str, value: dict) -> None:
+        """Set a whole top-level params section (no merging with what was there)."""
+        params_file = self.path / "params.yaml"
+        params = yaml.safe_load(params_file.read_text())
+        params[name] = value
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
         result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
