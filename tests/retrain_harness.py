@@ -1,0 +1,207 @@
+"""A real Prefect server and a served retrain deployment on a throwaway project, shared by the tests.
+
+`served_retrain` (session scope) starts, once per test session:
+  a `prefect server start` on a free loopback port (temp PREFECT_HOME), a small project (the synthetic
+  IMDB archive) with a temp DVC remote, its baseline `dvc repro` + `dvc push` + git commit, then
+  `reweigh serve`, and one run of the deployment started through the REST API with custom parameters,
+  waited for. The e2e, browser and remote tests read what it left. Everything it started is stopped
+  (serve first, then the server) when the session ends, also after failures.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from conftest import ROOT, Project, make_project
+
+# Where tests leave what a person should look at (screenshots, timings); build/ is git-ignored.
+OUTPUT = Path(os.environ.get("REWEIGH_TEST_OUTPUT") or ROOT / "build" / "test-output")
+DEPLOYMENT = "e2e-scheduled"
+CRON = "0 3 * * *"
+RUN_PARAMETERS = {"overrides": {"tokenize.vocab_size": 20}, "pull": True}
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Served:
+    project: Project
+    remote: Path
+    api: str
+    ui: str
+    logs: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    baseline_lock: str = ""
+    baseline_metrics: dict = field(default_factory=dict)
+    deployment_id: str = ""
+    flow_run: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.api}{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict) -> Any:
+        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def run_logs(self, flow_run_id: str, pages: int = 10) -> str:
+        """The run's log lines in order (the API serves at most 200 a request)."""
+        rows: list[dict] = []
+        for page in range(pages):
+            batch = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC",
+                                               "limit": 200, "offset": 200 * page})
+            rows += batch
+            if len(batch) < 200:
+                break
+        return "\n".join(r["message"] for r in rows)
+
+    def artifacts(self, key: str) -> list[dict]:
+        return self.post("/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}})
+
+    def process_logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.logs.glob("*.log")))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, diagnose: Callable[[], str] = lambda: "") -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` s saying what never happened."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError) as exc:
+            last_error = exc
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})\n{diagnose()}")
+
+
+def start(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A background process in its own process group (so stopping it stops its children too)."""
+    handle = open(log, "w")
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL to the process group this harness started; bounded waits."""
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # children left in the group (uvicorn, a flow run's subprocess)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _start_served(tmp: Path, archive: Path, served_box: list[Served]) -> Served:
+    started = time.monotonic()
+    project = make_project(tmp, {"dataset": {"options": {"archive": str(archive)}},
+                                 "retrain": {"deployment": DEPLOYMENT, "cron": CRON}})
+    remote = tmp / "dvc-remote"
+    project.dvc("remote", "modify", "--local", "local", "url", str(remote))
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    project.env.update({
+        "PREFECT_API_URL": api,
+        "PREFECT_UI_API_URL": api,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    })
+    logs = tmp / "logs"
+    logs.mkdir()
+    served = Served(project, remote, api, f"http://127.0.0.1:{port}", logs)
+    served_box.append(served)  # from here on, the finalizer stops whatever was started
+
+    served.processes.append(start([str(BIN / "prefect"), "server", "start"], project.path, project.env, logs / "server.log"))
+    wait_until(lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, 180, "the Prefect server", served.process_logs)
+    served.timings["server_start_s"] = time.monotonic() - started
+
+    t = time.monotonic()
+    project.dvc("repro", timeout=600)
+    project.dvc("push")
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline: dvc repro")
+    served.baseline_lock = (project.path / "dvc.lock").read_text()
+    served.baseline_metrics = json.loads(project.dvc("metrics", "show", "--json").stdout)
+    served.timings["baseline_repro_s"] = time.monotonic() - t
+
+    served.processes.append(start([sys.executable, "-m", "reweigh.cli", "serve"], project.path, project.env, logs / "serve.log"))
+
+    def deployment() -> dict | None:
+        if served.processes[-1].poll() is not None:
+            pytest.fail(f"`reweigh serve` exited {served.processes[-1].returncode}\n{served.process_logs()}")
+        found = served.post("/deployments/filter", {"deployments": {"name": {"any_": [DEPLOYMENT]}}})
+        return found[0] if found else None
+
+    served.deployment_id = wait_until(deployment, 120, f"deployment {DEPLOYMENT} to be served", served.process_logs)["id"]
+
+    t = time.monotonic()
+    run = served.post(f"/deployments/{served.deployment_id}/create_flow_run", {"parameters": RUN_PARAMETERS})
+    terminal = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+    def finished() -> dict | None:
+        current = served.get(f"/flow_runs/{run['id']}")
+        return current if current["state_type"] in terminal else None
+
+    served.flow_run = wait_until(finished, 420, "the served retrain run to finish",
+                                 lambda: served.process_logs() + "\n--- run logs\n" + served.run_logs(run["id"]))
+    served.timings["served_retrain_wall_s"] = time.monotonic() - t
+    served.timings["served_retrain_run_s"] = served.flow_run.get("total_run_time") or 0.0
+    served.timings["harness_total_s"] = time.monotonic() - started
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "retrain-timing.json").write_text(json.dumps(served.timings, indent=2))
+    return served
+
+
+_STATE: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def served_retrain(request, tmp_path_factory, imdb_archive) -> Served:
+    """One server + served deployment + finished run per session, whichever test module asks first."""
+    if "error" in _STATE:
+        pytest.fail(f"the served retrain harness failed earlier: {_STATE['error']}")
+    if "served" not in _STATE:
+        box: list[Served] = []
+
+        def cleanup() -> None:
+            for served in box:
+                for proc in reversed(served.processes):  # serve before the server, or the server hangs
+                    stop(proc)
+
+        request.config.add_cleanup(cleanup)
+        try:
+            _STATE["served"] = _start_served(tmp_path_factory.mktemp("retrain-e2e"), imdb_archive, box)
+        except BaseException as exc:
+            _STATE["error"] = f"{type(exc).__name__}: {str(exc)[:2000]}"
+            raise
+    return _STATE["served"]
