@@ -1,0 +1,143 @@
+"""What `reweigh adapters` and `reweigh validate` do: list the adapters found, and check one alone.
+
+`validate` is the ingest stage without Prefect, the validation split or any output: load with the adapter,
+check the table's shape, run the GX suite, and print what failed with a hint on what to change. Optionally
+it writes the same suite's GX Data Docs (HTML) so the result can be browsed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from adapters.base import AdapterError, check_frame, fix_for
+from adapters.expectations import ExpectationResult, ValidationReport, build_expectations, validate
+from adapters.registry import AdapterInfo, available, get_adapter, load_factory
+
+@dataclass(frozen=True)
+class AdapterRow:
+    name: str
+    origin: str  # built-in, local, plugin
+    where: str  # module:Class
+    labels: str  # the declared labels, or where they come from
+    selected: bool  # named by dataset.name in params.yaml
+    error: str | None = None
+
+
+def describe_adapters(selected: str | None = None, options: dict[str, Any] | None = None) -> list[AdapterRow]:
+    """Every adapter found, sorted by name. The selected one is constructed with `options` to show its labels."""
+    rows = []
+    for name, info in sorted(available().items()):
+        labels, error = _labels(info, options if name == selected else None)
+        rows.append(AdapterRow(name, info.origin, info.where, labels, name == selected, error))
+    return rows
+
+
+def _labels(info: AdapterInfo, options: dict[str, Any] | None) -> tuple[str, str | None]:
+    try:
+        if options is not None:
+            return ", ".join(get_adapter(info.name, options).labels), None
+        declared = getattr(load_factory(info), "labels", None)
+    except AdapterError as exc:
+        return "?", str(exc)
+    if isinstance(declared, tuple | list):
+        return ", ".join(map(str, declared)), None
+    return "(set from dataset.options / the data)", None
+
+
+def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path) -> tuple[Any, pl.DataFrame, ValidationReport]:
+    """Ingest without side effects: adapter → load → shape check → GX suite. Raises AdapterError only."""
+    adapter = get_adapter(name, options)
+    df = check_frame(adapter.load(cache_dir), adapter.name)
+    if "id" not in df.columns:  # as the ingest stage does, so sample rows can be found again
+        df = df.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
+    return adapter, df, validate(df, adapter)
+
+
+def hint(result: ExpectationResult) -> str | None:
+    return fix_for(result.expectation, result.column)
+
+
+def explain(report: ValidationReport) -> str:
+    """The report's message with a hint under each failed expectation (for tests and plain output)."""
+    lines = [report.message() if report.failures or report.warnings else f"dataset '{report.dataset}' passed validation"]
+    for res in report.failures:
+        if hint(res):
+            lines.append(f"  hint for {res.expectation} ({res.column}): {hint(res)}")
+    return "\n".join(lines)
+
+
+def print_report(report: ValidationReport, console: Any) -> None:
+    """A readable report: rows per split and label, every expectation with ✓/✗, failures with samples and hints."""
+    from rich.table import Table
+
+    labels = list(report.labels)
+    console.print(f"dataset '{report.dataset}': {report.rows:,} rows, labels {', '.join(labels)}", highlight=False)
+    counts = Table()
+    counts.add_column("split")
+    for label in labels:
+        counts.add_column(label, justify="right")
+    extra = sorted({k for per in report.counts.values() for k in per} - set(labels))
+    for label in extra:  # undeclared labels and unlabelled rows
+        counts.add_column(f"{label} (undeclared)" if label != "(none)" else "(no label)", justify="right")
+    for split, per in report.counts.items():
+        counts.add_row(split, *(f"{per.get(c, 0):,}" for c in labels + extra))
+    console.print(counts)
+
+    table = Table(title="GX expectations", title_justify="left")
+    for column in ("", "expectation", "column", "where", "severity", "unexpected"):
+        table.add_column(column, overflow="fold")
+    for res in report.results:
+        mark = "[green]✓[/]" if res.success else ("[red]✗[/]" if res.severity == "critical" else "[yellow]![/]")
+        table.add_row(mark, res.expectation, res.column or "", res.condition or "", res.severity,
+                      "" if res.unexpected_count is None else f"{res.unexpected_count:,}")
+    console.print(table)
+
+    for res in report.failures + report.warnings:
+        kind = "[red]failed[/]" if res.severity == "critical" else "[yellow]warning[/]"
+        console.print(f"{kind}: {res.describe()}", markup=True, highlight=False)
+        for row in res.sample_rows:
+            console.print(f"    {row}", markup=False, highlight=False)
+        if res.severity == "critical" and hint(res):
+            console.print(f"    [bold]what to change[/]: {hint(res)}", highlight=False)
+    verdict = "[green]passed[/]" if report.success else "[red]FAILED[/]"
+    console.print(f"dataset '{report.dataset}' {verdict}: {len(report.results) - len(report.failures)} of "
+                  f"{len(report.results)} expectations met, {len(report.warnings)} warning(s)", highlight=False)
+
+
+def write_data_docs(df: pl.DataFrame, adapter: Any, directory: Path) -> Path:
+    """Run the same suite through a GX checkpoint that renders Data Docs (static HTML) into `directory`."""
+    import logging
+
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    directory = Path(directory).resolve()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    context.add_data_docs_site("reweigh", {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(directory)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    batch_definition = (
+        context.data_sources.add_pandas(f"{adapter.name}_source")
+        .add_dataframe_asset(adapter.name)
+        .add_batch_definition_whole_dataframe("all_rows")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{adapter.name}_suite", expectations=build_expectations(adapter)))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{adapter.name}_validation", data=batch_definition, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{adapter.name}_checkpoint",
+        validation_definitions=[definition],
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["reweigh"])],
+        result_format={"result_format": "SUMMARY"},
+    ))
+    checkpoint.run(batch_parameters={"dataframe": df.to_pandas()})
+    index = directory / "index.html"
+    if not index.is_file():
+        raise AdapterError(f"GX did not write Data Docs into {directory}")
+    return index
