@@ -21,6 +21,26 @@ SPLITS = ("train", "test", "unsup")
 REQUIRED_COLUMNS = ("text", "label", "split")
 DEFAULT_MAX_TEXT_CHARS = 100_000
 
+# What to change when an expectation of the shared GX suite fails, by (expectation type, column).
+_FIXES = {
+    ("expect_column_values_to_not_be_null", "text"): "every row needs a text: drop or fill those rows in load()",
+    ("expect_column_values_to_not_be_null", "split"): "every row needs a split (train, test or unsup): set it in load()",
+    ("expect_column_values_to_not_be_null", "label"): "labelled rows need a label: fix them in load(), or put unlabelled rows in split unsup",
+    ("expect_column_values_to_not_match_regex", "text"): "drop rows whose text is empty or only whitespace in load()",
+    ("expect_column_value_lengths_to_be_between", "text"): "drop or truncate texts outside the bounds, or set `max_text_chars` on the adapter",
+    ("expect_column_values_to_be_in_set", "split"): "split must be one of train, test, unsup: rename or drop the other values in load()",
+    ("expect_column_values_to_be_in_set", "label"): "declare every class in the adapter's `labels` (table adapter: dataset.options.labels), or map or drop those rows in load()",
+    ("expect_column_distinct_values_to_contain_set", "split"): "both train and test splits are needed: draw a test split in load() (reweigh.splits.stratified_split)",
+    ("expect_column_distinct_values_to_contain_set", "label"): "every declared label needs rows in train: add data, or drop the label from `labels`",
+    ("expect_column_values_to_be_null", "label"): "rows in split unsup must have a null label: null it, or put labelled rows in train/test",
+    ("expect_table_row_count_to_be_between", None): "load() returned a row count outside the adapter's `row_count` bounds",
+}
+
+
+def fix_for(expectation: str, column: str | None) -> str | None:
+    """What to change when the shared suite's `expectation` on `column` fails; None for other expectations."""
+    return _FIXES.get((expectation, column))
+
 
 @runtime_checkable
 class DatasetAdapter(Protocol):

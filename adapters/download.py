@@ -45,11 +45,14 @@ def fetch(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0
                 resp.raise_for_status()
                 if have and resp.status_code != 206:  # server ignored Range: start over
                     have = 0
+                elif have and not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                    part.unlink()  # resumed somewhere else than asked: appending would corrupt the file
+                    raise DownloadError(f"{url}: server resumed at {resp.headers.get('Content-Range')!r}, not byte {have}; removed the partial file")
                 length = resp.headers.get("Content-Length")
                 total = have + int(length) if length is not None else None
                 with open(part, "ab" if have else "wb") as out, _progress() as progress:
                     task = progress.add_task(f"download {dest.name}", total=total, completed=have)
-                    for block in resp.iter_bytes(1 << 16):
+                    for block in resp.iter_bytes():  # as received: a drop loses nothing already sent
                         out.write(block)
                         progress.advance(task, len(block))
                 if total is not None and part.stat().st_size < total:

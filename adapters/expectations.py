@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from adapters.base import DEFAULT_MAX_TEXT_CHARS
+from adapters.base import DEFAULT_MAX_TEXT_CHARS, fix_for
 
 LONG_TEXT_WARN = 20_000
 SAMPLE_ROWS = 5
@@ -46,6 +46,7 @@ class ValidationReport:
     rows: int
     counts: dict[str, dict[str, int]]
     results: list[ExpectationResult]
+    source: str | None = None  # what the adapter read (a table adapter's file), named in messages
 
     @property
     def success(self) -> bool:
@@ -62,6 +63,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
+            "source": self.source,
             "success": self.success,
             "labels": list(self.labels),
             "rows": self.rows,
@@ -72,11 +74,14 @@ class ValidationReport:
         }
 
     def message(self) -> str:
-        lines = [f"dataset '{self.dataset}' failed validation ({len(self.failures)} of {len(self.results)} expectations):"]
+        source = f" ({self.source})" if self.source else ""
+        lines = [f"dataset '{self.dataset}'{source} failed validation ({len(self.failures)} of {len(self.results)} expectations):"]
         for res in self.failures:
             lines.append(f"  ✗ {res.describe()}")
             for row in res.sample_rows:
                 lines.append(f"      {row}")
+            if fix := fix_for(res.expectation, res.column):
+                lines.append(f"      what to change: {fix}")
         for res in self.warnings:
             lines.append(f"  ! warning: {res.describe()}")
         return "\n".join(lines)
@@ -94,7 +99,9 @@ def build_expectations(adapter: Any) -> list:
     E = gx.expectations
     labels = list(adapter.labels)
     max_chars = getattr(adapter, "max_text_chars", DEFAULT_MAX_TEXT_CHARS)
-    labelled = 'split != "unsup"'
+    from great_expectations.expectations.row_conditions import Column
+
+    split = Column("split")
     expectations = [
         E.ExpectColumnValuesToNotBeNull(column="text"),
         E.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$"),
@@ -103,9 +110,9 @@ def build_expectations(adapter: Any) -> list:
         E.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test", "unsup"]),
         E.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "test"]),
         E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
-        E.ExpectColumnValuesToNotBeNull(column="label", row_condition=labelled, condition_parser="pandas"),
-        E.ExpectColumnValuesToBeNull(column="label", row_condition='split == "unsup"', condition_parser="pandas"),
-        E.ExpectColumnDistinctValuesToContainSet(column="label", value_set=labels, row_condition='split == "train"', condition_parser="pandas"),
+        E.ExpectColumnValuesToNotBeNull(column="label", row_condition=split != "unsup"),
+        E.ExpectColumnValuesToBeNull(column="label", row_condition=split == "unsup"),
+        E.ExpectColumnDistinctValuesToContainSet(column="label", value_set=labels, row_condition=split == "train"),
         E.ExpectColumnValuesToBeUnique(column="text", severity="warning"),
         E.ExpectColumnValueLengthsToBeBetween(column="text", max_value=LONG_TEXT_WARN, severity="warning"),
     ]
@@ -145,13 +152,15 @@ def validate(df: pl.DataFrame, adapter: Any) -> ValidationReport:
         samples = [_sample_row(df, int(i), sample_columns) for i in indices if isinstance(i, int | float)]
         if res.exception_info and res.exception_info.get("raised_exception"):
             observed = res.exception_info.get("exception_message")
+        elif not res.success and result.get("partial_missing_list"):  # a set with members absent, e.g. no test split
+            observed = f"missing {result['partial_missing_list']} of {kwargs.get('value_set')}"
         else:
             observed = result.get("observed_value") if not res.success else None
         results.append(
             ExpectationResult(
                 expectation=config.type,
                 column=kwargs.get("column"),
-                condition=kwargs.get("row_condition") or None,
+                condition=_condition(kwargs.get("row_condition")),
                 severity=str(getattr(config.severity, "value", config.severity)),
                 success=bool(res.success),
                 unexpected_count=result.get("unexpected_count"),
@@ -165,7 +174,17 @@ def validate(df: pl.DataFrame, adapter: Any) -> ValidationReport:
         rows=df.height,
         counts=_counts(df),
         results=results,
+        source=getattr(adapter, "title", None),
     )
+
+
+def _condition(row_condition: Any) -> str | None:
+    """A row condition as the user would write it: split == "train" (GX hands it back as a dict)."""
+    if isinstance(row_condition, dict) and row_condition.get("type") == "comparison":
+        return f'{row_condition["column"]["name"]} {row_condition["operator"]} "{row_condition["parameter"]}"'
+    if isinstance(row_condition, dict):
+        row_condition = row_condition.get("pass_through_filter") or row_condition.get("condition") or str(row_condition)
+    return str(row_condition) if row_condition else None
 
 
 def _sample_row(df: pl.DataFrame, index: int, columns: list[str]) -> dict[str, Any]:

@@ -9,15 +9,19 @@ anywhere; members with absolute or `..` paths, links, or sizes past the limits a
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import re
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import polars as pl
 
 from adapters.base import AdapterError
-from adapters.download import fetch
+from adapters.download import DownloadError, fetch
 
 OFFICIAL_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ENV_ARCHIVE = "REWEIGH_IMDB_ARCHIVE"
@@ -74,9 +78,13 @@ class ImdbAdapter:
         bad_utf8: list[str] = []
         total = 0
         try:
-            with tarfile.open(path, mode="r|*") as tar:
+            with _decompressed(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
                 for member in tar:
                     _refuse_hostile(member, path)
+                    # Every member counts: skipping one in a stream still decompresses it.
+                    total += member.size
+                    if total > self.max_total_bytes:
+                        raise AdapterError(f"dataset 'imdb': {path}: members exceed {self.max_total_bytes:,} bytes uncompressed; refusing (decompression bomb?)")
                     match = _REVIEW.match(member.name)
                     if not match or not member.isfile():
                         continue
@@ -85,9 +93,6 @@ class ImdbAdapter:
                         continue
                     if member.size > self.max_member_bytes:
                         raise AdapterError(f"dataset 'imdb': {path}: member {member.name} is {member.size:,} bytes, over the {self.max_member_bytes:,} limit")
-                    total += member.size
-                    if total > self.max_total_bytes:
-                        raise AdapterError(f"dataset 'imdb': {path}: reviews exceed {self.max_total_bytes:,} bytes uncompressed; refusing (decompression bomb?)")
                     raw = tar.extractfile(member).read()  # type: ignore[union-attr]
                     try:
                         text = raw.decode("utf-8")
@@ -99,7 +104,10 @@ class ImdbAdapter:
                     rows["label"].append(None if folder == "unsup" else folder)
                     rows["split"].append("unsup" if folder == "unsup" else split)
                     rows["rating"].append(int(rating))
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            if not self.archive:  # our own download, e.g. cut short by a server that sent no length
+                path.unlink(missing_ok=True)
+                raise DownloadError(f"dataset 'imdb': the downloaded {path} is not a readable .tar.gz archive ({exc}); removed it, the next attempt downloads it again") from exc
             raise AdapterError(f"dataset 'imdb': {path} is not a readable .tar.gz archive: {exc}") from exc
         if bad_utf8:
             raise AdapterError(f"dataset 'imdb': {len(bad_utf8)} review(s) are not valid UTF-8, e.g. {bad_utf8[:3]}")
@@ -108,6 +116,20 @@ class ImdbAdapter:
         df = pl.DataFrame(rows, schema={"id": pl.String, "text": pl.String, "label": pl.String, "split": pl.String, "rating": pl.Int8})
         # The tar order is an accident of how the archive was built; sort so the table is the same every time.
         return df.sort(["split", "label", "id"], nulls_last=True)
+
+
+# Decompressing ourselves, not with tarfile's "r|*": tarfile takes a stream that ends early at a header for
+# the end of the archive and returns the members so far; gzip, bz2 and lzma raise EOFError at a cut instead.
+_COMPRESSIONS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def _decompressed(path: Path):
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    for magic, opener in _COMPRESSIONS:
+        if head.startswith(magic):
+            return opener(path, "rb")
+    return open(path, "rb")
 
 
 def _refuse_hostile(member: tarfile.TarInfo, archive: Path) -> None:

@@ -61,12 +61,8 @@ def hint(result: ExpectationResult) -> str | None:
 
 
 def explain(report: ValidationReport) -> str:
-    """The report's message with a hint under each failed expectation (for tests and plain output)."""
-    lines = [report.message() if report.failures or report.warnings else f"dataset '{report.dataset}' passed validation"]
-    for res in report.failures:
-        if hint(res):
-            lines.append(f"  hint for {res.expectation} ({res.column}): {hint(res)}")
-    return "\n".join(lines)
+    """The report's message (each failure with what to change), or that it passed (for tests and plain output)."""
+    return report.message() if report.failures or report.warnings else f"dataset '{report.dataset}' passed validation"
 
 
 def print_report(report: ValidationReport, console: Any) -> None:

@@ -14,6 +14,9 @@
 """
 from __future__ import annotations
 
+import csv
+import gzip
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from adapters.base import AdapterError
 from reweigh.splits import stratified_split
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_SAMPLES = 5  # problem lines quoted in an error
 
 
 class TableAdapter:
@@ -60,6 +64,10 @@ class TableAdapter:
             return self._table
         if not self.path.is_file():
             raise AdapterError(f"dataset '{self.title}': {self.path} does not exist")
+        if self.format in ("csv", "tsv", "jsonl"):
+            # polars says "invalid utf-8 sequence" or "found more fields than defined" without a line, and
+            # reads a row with too few fields as nulls; find the lines first so the error can quote them.
+            self._check_lines()
         try:
             if self.format in ("csv", "tsv"):
                 df = pl.read_csv(self.path, separator="," if self.format == "csv" else "\t", infer_schema=False, encoding="utf8")
@@ -75,6 +83,50 @@ class TableAdapter:
             raise AdapterError(f"dataset '{self.title}': {self.path} has columns {df.columns}; missing {missing} (set dataset.options.text_column / label_column / split_column)")
         self._table = df
         return df
+
+    def _check_lines(self) -> None:
+        """Refuse text that is not UTF-8 and, for CSV/TSV, rows whose field count differs from the header."""
+        bad_utf8: list[str] = []
+        ragged: list[str] = []
+        with open(self.path, "rb") as fh:
+            opener = gzip.open if fh.read(2) == b"\x1f\x8b" else open  # polars reads gzipped text too
+
+        def lines(fh: Any) -> Iterator[str]:
+            for number, raw in enumerate(fh, 1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad_utf8.append(f"line {number}: {raw[max(exc.start - 20, 0):exc.start + 20]!r}")
+                    yield raw.decode("utf-8", errors="replace")
+
+        try:
+            with opener(self.path, "rb") as fh:
+                if self.format == "jsonl":
+                    for _ in lines(fh):
+                        pass
+                else:
+                    limit = csv.field_size_limit()
+                    csv.field_size_limit(2**31 - 1)  # a long review is the validation's call, not the parser's
+                    try:
+                        reader = csv.reader(lines(fh), delimiter="," if self.format == "csv" else "\t")
+                        header = next(reader, [])
+                        for row in reader:
+                            if row and len(row) != len(header):
+                                ragged.append(f"line {reader.line_num}: {len(row)} fields {[v[:30] for v in row[:4]]}")
+                    finally:
+                        csv.field_size_limit(limit)
+        except (OSError, EOFError, csv.Error) as exc:
+            raise AdapterError(f"dataset '{self.title}': {self.path} could not be read as {self.format}: {exc}") from exc
+        problems = []
+        if bad_utf8:
+            problems.append(f"{len(bad_utf8)} line(s) are not valid UTF-8 (re-save the file as UTF-8), e.g. " + "; ".join(bad_utf8[:_SAMPLES]))
+        if ragged:
+            problems.append(
+                f"{len(ragged)} row(s) do not have the header's {len(header)} fields {header[:6]} "
+                "(an unquoted separator or a missing value?), e.g. " + "; ".join(ragged[:_SAMPLES])
+            )
+        if problems:
+            raise AdapterError(f"dataset '{self.title}': {self.path}: " + "\n  ".join(problems))
 
     def _infer_labels(self) -> tuple[str, ...]:
         values = self._read()[self.label_column].drop_nulls().cast(pl.String).unique().sort()

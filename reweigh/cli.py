@@ -1,6 +1,9 @@
 """`reweigh`: the command-line tool. Each command is a thin door into a module that does the work."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import NoReturn
+
 import typer
 
 import reweigh  # noqa: F401  (offline defaults)
@@ -17,6 +20,185 @@ def main() -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(reweigh.__version__)
+
+
+@app.command("adapters")
+def list_adapters(
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml whose dataset.name is marked as selected"),
+) -> None:
+    """List every dataset adapter found (built-in, local in adapters/, plugin) with its labels."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from adapters.base import AdapterError
+    from adapters.inspection import describe_adapters
+    from reweigh.params import ParamsError, load_params
+
+    console = Console()
+    selected, options = None, None
+    if params_file.exists():
+        try:
+            dataset = load_params(params_file).dataset
+            selected, options = dataset.name, dataset.options
+        except ParamsError as exc:
+            console.print(f"[yellow]{params_file} not read[/]: {exc}", highlight=False)
+    try:
+        rows = describe_adapters(selected, options)
+    except AdapterError as exc:
+        _fail(console, exc)
+    table = Table(title="dataset adapters (params.yaml dataset.name: NAME)", title_justify="left")
+    for column in ("name", "origin", "labels", "class"):
+        table.add_column(column)
+    for row in rows:
+        name = f"[bold]{row.name}[/] (selected)" if row.selected else row.name
+        labels = f"[red]{row.error}[/]" if row.error else row.labels
+        table.add_row(name, row.origin, labels, row.where)
+    console.print(table)
+
+
+@app.command("validate")
+def validate_dataset(
+    name: str | None = typer.Argument(None, help="adapter name; default: dataset.name in params.yaml"),
+    option: list[str] = typer.Option([], "--option", "-o", help="KEY=VALUE, an adapter option (YAML value) over dataset.options; repeatable"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="where dataset.name / dataset.options are read"),
+    docs: Path | None = typer.Option(None, "--docs", help="also write GX Data Docs (HTML) into this folder"),
+    json_file: Path | None = typer.Option(None, "--json", help="also write the report as JSON (as reports/validation.json)"),
+) -> None:
+    """Check a dataset alone: load it with its adapter and run the GX suite (no pipeline outputs are touched)."""
+    import yaml
+    from rich.console import Console
+
+    from adapters.base import AdapterError
+    from adapters.download import DownloadError
+    from adapters.inspection import load_and_validate, print_report, write_data_docs
+    from flows.common import cache_dir
+    from reweigh.io import write_json
+    from reweigh.params import ParamsError, load_params
+
+    console = Console()
+    options: dict = {}
+    try:
+        if params_file.exists():
+            dataset = load_params(params_file).dataset
+            if name is None or name == dataset.name:
+                name, options = dataset.name, dict(dataset.options)
+        elif name is None:
+            raise ParamsError(f"{params_file} not found: name the adapter (reweigh validate NAME) or pass --params")
+        for item in option:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ParamsError(f"--option {item!r}: write KEY=VALUE, e.g. -o path=data/raw/reviews.csv")
+            options[key.strip()] = yaml.safe_load(value)
+        console.print(f"validating dataset '{name}' with options {options}", highlight=False)
+        adapter, df, report = load_and_validate(name, options, cache_dir())
+    except (AdapterError, ParamsError, DownloadError) as exc:
+        _fail(console, exc)
+    print_report(report, console)
+    if json_file:
+        write_json(report.to_dict(), json_file)
+        console.print(f"report: {json_file}", highlight=False)
+    if docs:
+        index = write_data_docs(df, adapter, docs)
+        console.print(f"GX Data Docs: {index}", highlight=False)
+    if not report.success:
+        raise typer.Exit(1)
+
+
+@app.command("new-adapter")
+def new_adapter(
+    name: str = typer.Argument(..., help="the adapter's name, as dataset.name in params.yaml (a lowercase identifier)"),
+    labels: str = typer.Option("neg,pos", "--labels", help="class names, comma-separated, in class-id order"),
+    root: Path = typer.Option(Path("."), "--root", help="the project root (where adapters/ and tests/ are)"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing files"),
+) -> None:
+    """Write adapters/NAME.py and tests/test_adapter_NAME.py: fill in load(), then validate and run."""
+    from rich.console import Console
+
+    from adapters.base import AdapterError
+    from adapters.scaffold import write_adapter
+
+    console = Console()
+    try:
+        module, test = write_adapter(name, root, tuple(labels.split(",")), force=force)
+    except AdapterError as exc:
+        _fail(console, exc)
+    console.print(
+        f"wrote {module} and {test}\nnext:\n"
+        f"  1. fill in load() in {module} (and its labels, options)\n"
+        f"  2. reweigh validate {name}            the GX suite alone, a readable report\n"
+        f"  3. pytest {test}\n"
+        f"  4. set dataset.name: {name} (and dataset.options) in params.yaml, then dvc repro\n"
+        "see docs/adapters.md",
+        highlight=False,
+    )
+
+
+@app.command("serve")
+def serve_retrain(
+    name: str | None = typer.Option(None, "--name", help="deployment name; default: retrain.deployment in params.yaml"),
+    cron: str | None = typer.Option(None, "--cron", help="schedule; default: retrain.cron in params.yaml"),
+    workdir: Path = typer.Option(Path("."), "--workdir", help="the project root the retrain runs in"),
+) -> None:
+    """Serve the scheduled retrain deployment on the Prefect server at PREFECT_API_URL (Ctrl-C stops it)."""
+    from flows.serve import ServeError, serve
+    from reweigh.params import ParamsError
+
+    try:
+        serve(workdir, name, cron)
+    except (ServeError, ParamsError) as exc:
+        _fail_plain(exc)
+
+
+@app.command("deploy")
+def deploy_retrain(
+    pool: str = typer.Option(..., "--pool", help="work pool, e.g. made by: prefect work-pool create reweigh --type process"),
+    name: str | None = typer.Option(None, "--name", help="deployment name; default: retrain.deployment in params.yaml"),
+    cron: str | None = typer.Option(None, "--cron", help="schedule; default: retrain.cron in params.yaml"),
+    workdir: Path = typer.Option(Path("."), "--workdir", help="the project root the retrain runs in"),
+) -> None:
+    """Register the retrain deployment with a work pool; `prefect worker start --pool POOL` runs it."""
+    from flows.serve import ServeError, deploy
+    from reweigh.params import ParamsError
+
+    try:
+        deploy(pool, workdir, name, cron)
+    except (ServeError, ParamsError) as exc:
+        _fail_plain(exc)
+
+
+@app.command("retrain")
+def retrain_once(
+    set_param: list[str] = typer.Option([], "--set", "-S", help="KEY=VALUE over params.yaml (YAML value), e.g. -S train.epochs=3; repeatable"),
+    pull: bool = typer.Option(False, "--pull/--no-pull", help="dvc pull before reproducing"),
+    push: bool = typer.Option(True, "--push/--no-push", help="dvc push after a successful run"),
+    remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote; default: the default remote"),
+    workdir: Path = typer.Option(Path("."), "--workdir", help="the project root"),
+) -> None:
+    """Retrain once now, as the deployment would: pull, repro / exp run, metrics diff, push."""
+    import yaml
+
+    from flows.retrain import RetrainFailed, retrain_flow
+
+    overrides = {}
+    for item in set_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail_plain(ValueError(f"--set {item!r}: write KEY=VALUE, e.g. -S tokenize.vocab_size=8000"))
+        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        retrain_flow(workdir=str(workdir.resolve()), overrides=overrides, pull=pull, push=push, remote=remote)
+    except RetrainFailed as exc:
+        _fail_plain(exc)
+
+
+def _fail_plain(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+def _fail(console: object, exc: Exception) -> NoReturn:
+    console.print(f"[red]error[/]: {exc}", highlight=False)  # type: ignore[attr-defined]
+    raise typer.Exit(1)
 
 
 if __name__ == "__main__":

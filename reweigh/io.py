@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +20,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is renamed to `target`, else removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # One fixed name per target, not a random one: a run killed mid-write (SIGKILL skips the `finally`)
+    # leaves a temporary that the next write of `target` replaces, and writers that record their file's
+    # name (torch.save names its zip archive after it) give the same bytes on every run. One writer per
+    # target at a time: DVC runs each stage once at a time.
+    tmp_path = target.with_name(f".{target.name}.tmp")
+    tmp_path.unlink(missing_ok=True)
+    tmp_path.touch()
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -60,6 +60,7 @@ class GRUParams(_Strict):
     bidirectional: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)
     pooling: Literal["last", "mean", "max"] = "mean"
+    packed: bool = Field(False, description="packed sequences; false: the equivalent, faster reversal route (models/gru.py)")
 
 
 class AttentionGRUParams(GRUParams):
@@ -95,6 +96,24 @@ class ReportParams(_Strict):
     attention_examples: int = Field(3, ge=0)
 
 
+class RetrainParams(_Strict):
+    """The scheduled retraining deployment (`reweigh serve`, `reweigh deploy`; flows/retrain.py)."""
+
+    deployment: str = Field("scheduled", min_length=1, description="deployment name: retrain/<deployment>")
+    cron: str = Field("0 3 * * *", description="when the scheduled retrain runs (5-field cron)")
+    timezone: str = "UTC"
+    pull: bool = Field(False, description="dvc pull before reproducing")
+    push: bool = Field(True, description="dvc push after a successful run")
+    remote: str | None = Field(None, description="DVC remote for pull/push; null = the default remote")
+    lock_timeout: float = Field(600, ge=0, description="seconds a retrain waits for another one in the same workspace")
+
+    @model_validator(mode="after")
+    def _cron_has_five_fields(self) -> "RetrainParams":
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron '{self.cron}' needs 5 fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'")
+        return self
+
+
 class Params(_Strict):
     seed: int = 42
     dataset: DatasetParams = DatasetParams()
@@ -104,6 +123,7 @@ class Params(_Strict):
     model: ModelParams = ModelParams()
     baseline: BaselineParams = BaselineParams()
     report: ReportParams = ReportParams()
+    retrain: RetrainParams = RetrainParams()
 
 
 class ParamsError(ValueError):
@@ -114,7 +134,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the project root, where dvc.yaml is)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of keys (seed, dataset, clean, ...), got a {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

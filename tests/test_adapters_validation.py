@@ -132,7 +132,7 @@ def test_a_broken_table_fails_naming_the_expectation(case):
     message = report.message()
     assert "dataset 'toy'" in message and "failed validation" in message
     assert expected in message, message
-    assert "hint for" in explain(report), "each failure of the shared suite has a hint on what to change"
+    assert "what to change:" in explain(report), "each failure of the shared suite has a hint on what to change"
 
 
 def test_every_critical_expectation_of_the_shared_suite_has_a_fix():
