@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from typing import Any
 
 import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is imported)
 from adapters.base import AdapterError
+from adapters.download import DownloadError
 from adapters.expectations import ValidationFailed
 from reweigh.params import Params, ParamsError, load_params
 
@@ -21,7 +24,8 @@ PARAMS_FILE = Path(os.environ.get("REWEIGH_PARAMS", "params.yaml"))
 DATASET_FILE = DATA / "dataset.json"
 
 # Errors a user can act on: printed as they are, without a traceback, with a non-zero exit.
-USER_ERRORS = (AdapterError, ValidationFailed, ParamsError, FileNotFoundError)
+# DownloadError reaches here only once the ingest task's retries are spent.
+USER_ERRORS = (AdapterError, ValidationFailed, ParamsError, FileNotFoundError, DownloadError)
 
 
 def cache_dir() -> Path:
@@ -39,12 +43,25 @@ def read_dataset_info() -> dict[str, Any]:
     return json.loads(DATASET_FILE.read_text())
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run with its traceback; for a user error the message alone is the answer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def run_stage(flow: Callable[[], Any], name: str) -> None:
     """Run one stage's flow as a command: a clear message and exit code 1 on a user error."""
     started = time.perf_counter()
+    for logger in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(logger).addFilter(_NoTracebackForUserErrors())
     try:
+        params()  # a bad params.yaml fails here, before the flow (and Prefect's server) starts
         flow()
     except USER_ERRORS as exc:
         print(f"\nreweigh {name}: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(f"reweigh {name}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(f"reweigh {name}: done in {time.perf_counter() - started:.1f} s, peak RSS {peak_mib:,.0f} MiB", file=sys.stderr)

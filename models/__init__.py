@@ -1,0 +1,26 @@
+"""The models reweigh trains, by the name params.yaml gives them (`model.<name>`)."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from models.attention import AttentionGRUClassifier, AttentionGRUConfig
+from models.gru import GRUClassifier, GRUConfig
+
+MODELS: dict[str, tuple[type[GRUConfig], type[nn.Module]]] = {
+    "gru": (GRUConfig, GRUClassifier),
+    "gru_attention": (AttentionGRUConfig, AttentionGRUClassifier),
+}
+
+
+def build_model(name: str, vocab_size: int, n_classes: int, **hyper: Any) -> nn.Module:
+    """A fresh model of kind `name` (gru | gru_attention) from its params.yaml section."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    config_cls, model_cls = MODELS[name]
+    return model_cls(config_cls(vocab_size=vocab_size, n_classes=n_classes, **hyper))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

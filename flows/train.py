@@ -1,0 +1,124 @@
+"""train@MODEL: fit one neural model on the token table, keep its best epoch, predict the test split.
+
+    python -m flows.train gru            # or gru_attention; dvc.yaml runs both through `foreach`
+
+Reads data/tokens.parquet (train for fitting, val for early stopping, test only for the final
+predictions), `train.*`, `model.<name>.*` and `seed`. Writes artifacts/<name>.pt (weights + everything
+`predict` needs to rebuild the model and its text pipeline), data/predictions/<name>.parquet (id,
+label_id, prob_<class id>) and reports/train/<name>.json (history, epochs, parameters, seconds).
+A checkpoint is written after every epoch to artifacts/checkpoints/<name>.ckpt; `train.resume: true`
+continues from it when it was written with the same params.
+"""
+from __future__ import annotations
+
+import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is imported)
+import hashlib
+import json
+import sys
+import time
+
+import polars as pl
+import torch
+from prefect import flow
+from tokenizers import Tokenizer
+
+from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage
+from models import MODELS, build_model, count_parameters
+from models.batching import TokenSet
+from models.train_loop import LoopConfig, predict_proba, setup_torch, train
+from reweigh.io import atomic_path, write_json, write_parquet
+
+TOKENS = DATA / "tokens.parquet"
+TOKENIZER = ARTIFACTS / "tokenizer.json"
+CHECKPOINTS = ARTIFACTS / "checkpoints"
+
+
+def model_path(name: str):
+    return ARTIFACTS / f"{name}.pt"
+
+
+def predictions_path(name: str):
+    return DATA / "predictions" / f"{name}.parquet"
+
+
+def history_path(name: str):
+    return REPORTS / "train" / f"{name}.json"
+
+
+def prediction_frame(ids: pl.Series, label_ids, probs) -> pl.DataFrame:
+    """id, label_id, prob_0 .. prob_{C-1}: the table every model hands the report stage."""
+    return pl.DataFrame({"id": ids, "label_id": pl.Series(label_ids, dtype=pl.Int64)}).with_columns(
+        pl.Series(f"prob_{c}", probs[:, c], dtype=pl.Float64) for c in range(probs.shape[1])
+    )
+
+
+@flow(name="train", flow_run_name="train-{name}", log_prints=True)
+def train_flow(name: str) -> str:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: python -m flows.train {{{'|'.join(MODELS)}}}")
+    p = params()
+    labels = read_dataset_info()["labels"]
+    vocab_size = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
+    tokens = pl.read_parquet(TOKENS)
+    splits = {s: tokens.filter(pl.col("split") == s) for s in ("train", "val", "test")}
+    data = {s: TokenSet.from_frame(df) for s, df in splits.items()}
+    hyper = getattr(p.model, name).model_dump()
+
+    torch.manual_seed(p.seed)  # the initial weights come from the seed too
+    model = build_model(name, vocab_size, len(labels), **hyper)
+    n_params = count_parameters(model)
+    fingerprint = hashlib.sha256(json.dumps(
+        [name, hyper, p.train.model_dump(exclude={"resume", "threads", "device"}), p.seed, vocab_size, len(data["train"])],
+        sort_keys=True).encode()).hexdigest()
+    loop = LoopConfig(**p.train.model_dump(), seed=p.seed, checkpoint=CHECKPOINTS / f"{name}.ckpt", fingerprint=fingerprint)
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    (CHECKPOINTS / ".gitignore").write_text("*\n")  # resumable state, never versioned
+    print(f"train {name}: {n_params:,} parameters, {len(data['train']):,} train / {len(data['val']):,} val reviews, "
+          f"{len(labels)} classes, vocab {vocab_size:,}")
+
+    result = train(model, data["train"], data["val"], loop)
+    model.load_state_dict(result.best_state)
+    device = setup_torch(p.train.device, p.train.threads)
+    model.to(device)
+    t0 = time.perf_counter()
+    probs = predict_proba(model, data["test"], p.train.batch_size, device)
+    test_seconds = time.perf_counter() - t0
+    accuracy = float((probs.argmax(1) == data["test"].labels).mean())
+
+    with atomic_path(model_path(name)) as tmp:
+        torch.save({
+            "model": name,
+            "config": {"vocab_size": vocab_size, "n_classes": len(labels), **hyper},
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "labels": labels,
+            "clean_steps": list(p.clean.steps),
+            "tokenize": {"kind": p.tokenize.kind, "max_length": p.tokenize.max_length},
+        }, tmp)
+    write_parquet(prediction_frame(splits["test"]["id"], data["test"].labels, probs), predictions_path(name))
+    write_json({
+        "model": name,
+        "parameters": n_params,
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "resumed_from_epoch": result.resumed_from,
+        "train_seconds": round(result.seconds, 1),
+        "test_predict_seconds": round(test_seconds, 1),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "history": result.history,
+    }, history_path(name))
+    print(f"train {name}: best epoch {result.best_epoch} of {result.epochs_run}, test accuracy {accuracy:.4f}, "
+          f"{result.seconds:.0f} s training → {model_path(name)}, {predictions_path(name)}")
+    return str(model_path(name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in MODELS:
+        print(f"usage: python -m flows.train {{{'|'.join(MODELS)}}}", file=sys.stderr)
+        sys.exit(2)
+    run_stage(lambda: train_flow(args[0]), f"train {args[0]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""One training loop for every model: seeded, AdamW, early stopping on validation accuracy, best weights kept.
+
+Same params + seed → same weights and metrics: python, numpy and torch are seeded, torch runs its
+deterministic algorithms, and each epoch's batch order comes from (seed, epoch) alone, so a run resumed
+from its per-epoch checkpoint continues exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn import functional as F
+
+from models.batching import TokenSet, bucket_batches, sorted_batches
+from reweigh.io import atomic_path
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    batch_size: int = 64
+    epochs: int = 5
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    patience: int = 2
+    grad_clip: float = 1.0
+    bucketing: bool = True
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # 0 = all cores
+    seed: int = 42
+    resume: bool = False
+    checkpoint: Path | None = None  # saved after every epoch; read back when `resume`
+    fingerprint: str = ""  # what a checkpoint must match to be resumed (model + train params)
+
+
+@dataclass
+class TrainResult:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def setup_torch(device: str = "auto", threads: int = 0) -> torch.device:
+    """Flush denormals (a CPU GRU spends most of its time on them otherwise), set threads, pick the device."""
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda but no CUDA device is available; set train.device: auto or cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopConfig,
+          log: Callable[[str], None] = print) -> TrainResult:
+    seed_everything(cfg.seed)
+    device = setup_torch(cfg.device, cfg.threads)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = _fresh_state(model)
+    if cfg.resume and cfg.checkpoint is not None:
+        state = _load_checkpoint(cfg, model, optimizer, state, log)
+    started = time.perf_counter() - state["seconds"]
+    resumed_from = state["epoch"]
+
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        if state["bad_epochs"] >= cfg.patience:
+            break
+        t0 = time.perf_counter()
+        train_loss, train_acc = _train_epoch(model, optimizer, train_set, cfg, device, epoch)
+        val_loss, val_acc = evaluate(model, val_set, cfg.batch_size, device)
+        row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_accuracy": round(train_acc, 5),
+               "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5),
+               "seconds": round(time.perf_counter() - t0, 1)}
+        state["history"].append(row)
+        improved = val_acc > state["best_accuracy"]
+        if improved:
+            state.update(best_accuracy=val_acc, best_epoch=epoch, bad_epochs=0,
+                         best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{'  (best)' if improved else ''} | {row['seconds']:.0f} s")
+        state["seconds"] = time.perf_counter() - started
+        if cfg.checkpoint is not None:
+            _save_checkpoint(cfg, model, optimizer, state)
+        if state["bad_epochs"] >= cfg.patience:
+            log(f"early stop: no validation improvement for {cfg.patience} epoch(s); best epoch {state['best_epoch']}")
+            break
+
+    return TrainResult(best_state=state["best_state"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],
+                       history=state["history"], seconds=time.perf_counter() - started, resumed_from=resumed_from)
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TokenSet, cfg: LoopConfig,
+                 device: torch.device, epoch: int) -> tuple[float, float]:
+    model.train()
+    batches = bucket_batches(data.lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, bucketing=cfg.bucketing)
+    total_loss, correct, seen = 0.0, 0, 0
+    quarter = max(len(batches) // 4, 1)
+    with _progress(f"epoch {epoch}") as progress:
+        task = progress.add_task(f"epoch {epoch}", total=len(batches))
+        for step, idx in enumerate(batches, start=1):
+            ids, lengths, labels = data.batch(idx)
+            ids, lengths, labels = ids.to(device), lengths.to(device), labels.to(device)
+            logits = model(ids, lengths)  # (B, C)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(-1) == labels).sum().item()
+            seen += len(idx)
+            progress.update(task, advance=1, description=f"epoch {epoch} loss {total_loss / seen:.3f}")
+            if progress.disable and step % quarter == 0 and step < len(batches):  # no live bar: a line per quarter
+                print(f"epoch {epoch}: {step}/{len(batches)} batches, loss {total_loss / seen:.4f}", flush=True)
+    return total_loss / seen, correct / seen
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, data: TokenSet, batch_size: int, device: torch.device | str = "cpu") -> np.ndarray:
+    """Class probabilities (N, C), in the order of `data`."""
+    model.eval()
+    out: np.ndarray | None = None
+    for idx in sorted_batches(data.lengths, batch_size * 2):
+        ids, lengths, _ = data.batch(idx)
+        probs = F.softmax(model(ids.to(device), lengths.to(device)).float(), dim=-1).cpu().numpy()  # (B, C)
+        if out is None:
+            out = np.zeros((len(data), probs.shape[1]), dtype=np.float32)
+        out[idx] = probs
+    assert out is not None, "no documents to predict"
+    return out
+
+
+def evaluate(model: nn.Module, data: TokenSet, batch_size: int, device: torch.device | str = "cpu") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on `data`."""
+    probs = predict_proba(model, data, batch_size, device)
+    p_true = probs[np.arange(len(data)), data.labels]
+    loss = float(-np.log(np.clip(p_true, 1e-12, None)).mean())
+    return loss, float((probs.argmax(1) == data.labels).mean())
+
+
+def _fresh_state(model: nn.Module) -> dict[str, Any]:
+    return {"epoch": 0, "history": [], "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0,
+            "best_state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+
+def _save_checkpoint(cfg: LoopConfig, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    assert cfg.checkpoint is not None
+    with atomic_path(cfg.checkpoint) as tmp:
+        torch.save({"fingerprint": cfg.fingerprint, "state": state, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
+
+
+def _load_checkpoint(cfg: LoopConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     state: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    path = cfg.checkpoint
+    assert path is not None
+    if not path.exists():
+        log(f"resume: no checkpoint at {path}; starting from epoch 1")
+        return state
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("fingerprint") != cfg.fingerprint:
+        log(f"resume: {path} was written with other params; starting from epoch 1")
+        return state
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    log(f"resume: continuing after epoch {ckpt['state']['epoch']} from {path}")
+    return ckpt["state"]
+
+
+def _progress(label: str) -> Progress:
+    # A live bar on a terminal; under `dvc repro` (no terminal) the per-epoch log lines say enough.
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True, disable=not sys.stderr.isatty())
