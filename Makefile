@@ -26,10 +26,12 @@ $(STAMP): pyproject.toml
 repro: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
-	@echo "Outputs:"
-	@echo "  data/ingested.parquet  data/clean.parquet  data/tokens.parquet  artifacts/tokenizer.json"
-	@echo "  reports/validation.json  reports/tokenize.json"
-	@$(BIN)/dvc metrics show 2>/dev/null || true
+	@echo "Outputs (DVC-tracked data and models; reports committed to git):"
+	@echo "  data/        ingested.parquet clean.parquet tokens.parquet predictions/*.parquet"
+	@echo "  artifacts/   tokenizer.json gru.pt gru_attention.pt baseline.pkl"
+	@echo "  reports/     report.md  metrics.json  figures/*.png  plots/  train/  validation.json  tokenize.json  timings.json"
+	@echo
+	@$(BIN)/dvc metrics show reports/metrics.json
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest

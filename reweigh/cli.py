@@ -22,6 +22,25 @@ def version() -> None:
     typer.echo(reweigh.__version__)
 
 
+@app.command("predict")
+def predict_command(
+    texts: list[str] = typer.Argument(None, help="texts to classify"),
+    file: Path = typer.Option(None, "--file", "-f", help="a file with one text per line"),
+    model: str = typer.Option("gru_attention", "--model", "-m", help="gru_attention, gru or baseline"),
+    top: int = typer.Option(8, "--top", help="tokens to show for the attention model"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of readable lines"),
+) -> None:
+    """Classify text with the trained model; for the attention model, show the tokens it weighed most."""
+    from flows import predict
+
+    argv = [*(texts or []), "--model", model, "--top", str(top)]
+    if file:
+        argv += ["--file", str(file)]
+    if as_json:
+        argv.append("--json")
+    predict.main(argv)
+
+
 @app.command("adapters")
 def list_adapters(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml whose dataset.name is marked as selected"),
