@@ -47,11 +47,13 @@ def remove_punctuation(text: pl.Expr) -> pl.Expr:
     # Apostrophes join a word ("don't" → "dont"); any other character that is not a letter, digit,
     # underscore or space becomes a space. Letters/numbers by Unicode class, as Python's `\w` counts
     # them ("½" is a number), so the stage agrees with the usual per-document `re` recipe.
-    return text.str.replace_all("'", "", literal=True).str.replace_all(r"[^\p{L}\p{N}_\s]", " ")
+    return text.str.replace_all("'", "", literal=True).str.replace_all(r"[^\p{L}\p{N}_\s]+", " ")
 
 
 def normalize_whitespace(text: pl.Expr) -> pl.Expr:
-    return text.str.replace_all(r"\s+", " ").str.strip_chars()
+    # Only what needs changing is replaced (runs of 2+, or one non-space whitespace): same output as
+    # `\s+` → " ", about twice as fast on IMDB, where most whitespace is already a single space.
+    return text.str.replace_all(r"\s{2,}|[^\S ]", " ").str.strip_chars()
 
 
 STEPS = {f.__name__: f for f in (strip_markup, unescape_entities, lowercase, remove_punctuation, normalize_whitespace)}

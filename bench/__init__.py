@@ -1,0 +1,1 @@
+"""Benchmarks of every reweigh stage against named baselines: `python -m bench [--quick]`."""

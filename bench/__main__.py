@@ -1,0 +1,130 @@
+"""`python -m bench [--quick] [--archive PATH] [--out reports/]` → reports/bench.json + reports/bench.md.
+
+Benchmarks report; they assert nothing about time. Sections: clean, tokenize, train, pipeline, accuracy
+(see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few thousand reviews, small pipeline params: minutes")
+    ap.add_argument("--archive", help="aclImdb_v1.tar.gz (default: $REWEIGH_IMDB_ARCHIVE, then params.yaml "
+                                      "dataset.options.archive, then the adapter's cached official download)")
+    ap.add_argument("--out", default="reports", help="where bench.json and bench.md go (default: reports/)")
+    ap.add_argument("--limit", type=int, default=1000, help="--quick: reviews per split (train, test, unsup)")
+    ap.add_argument("--repro-epochs", type=int, default=1,
+                    help="train.epochs for the cold dvc repro (0: params.yaml as it is; default 1, the accuracy "
+                         "section reads the workspace's full run)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="reweigh-bench-prefect-"))
+    import reweigh  # noqa: F401  (offline, quiet library defaults)
+    from bench import accuracy, clean, pipeline, report, tokenize, train
+    from bench.common import ROOT, git_commit, machine, now_utc
+    from bench.data import load_reviews, resolve_archive
+    from reweigh.params import load_params
+
+    started = time.perf_counter()
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s): {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    p = load_params(ROOT / "params.yaml")
+    archive = resolve_archive(args.archive, (p.dataset.options or {}).get("archive"))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="reweigh-bench-"))
+    mode = "quick" if args.quick else "full"
+    limit = args.limit if args.quick else 0
+
+    def log(msg: str) -> None:
+        print(f"[bench {time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    log(f"{mode} mode; working directory {work}; loading reviews from {archive or 'the cached official download'}")
+    df = load_reviews(archive, limit, p.seed)
+    df.write_parquet(work / "raw.parquet")
+    splits = dict(sorted(df.group_by("split").len().iter_rows()))
+    del df
+    result: dict = {"meta": {"date": now_utc(), "mode": mode, "machine": machine(p.train.threads), "git": git_commit(),
+                             "archive": archive, "documents": sum(splits.values()), "splits": splits,
+                             "sections": wanted}}
+
+    if args.quick:
+        repro = {"dataset": {"limit": args.limit, "options": {"verify_counts": False}}, "train": {"epochs": 1},
+                 "model": json.loads(json.dumps(train.QUICK_MODELS))}
+    else:
+        repro = {"train": {"epochs": args.repro_epochs}} if args.repro_epochs else {}
+    if archive:
+        repro.setdefault("dataset", {}).setdefault("options", {})["archive"] = archive
+
+    steps = {
+        "clean": lambda: clean.run(work, list(p.clean.steps), args.quick),
+        "tokenize": lambda: tokenize.run(work, p.tokenize.model_dump(), args.quick),
+        "train": lambda: train.run(work, p, args.quick),
+        "pipeline": lambda: pipeline.run(work, archive, repro),
+        "accuracy": lambda: accuracy.run(ROOT, work / "pipeline" / "project", not args.quick),
+    }
+    def write(final: bool) -> str:
+        result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        result["meta"]["bench_seconds"] = round(time.perf_counter() - started, 1)
+        result["meta"]["complete"] = final
+        (out_dir / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        try:
+            md = report.render(json.loads(json.dumps(result, default=str)))
+        except Exception as exc:  # a rendering slip must not cost a long run its figures (bench.json is written)
+            traceback.print_exc()
+            md = f"# reweigh benchmarks\n\nbench.md could not be rendered ({type(exc).__name__}: {exc}); see bench.json\n"
+            result["meta"]["render_error"] = f"{type(exc).__name__}: {exc}"
+        (out_dir / "bench.md").write_text(md + "\n")
+        return md
+
+    needs = {"tokenize": "clean", "train": "tokenize"}
+    for name in SECTIONS:
+        if name not in wanted:
+            continue
+        if name in needs and "error" in result.get(needs[name], {"error": "not run"}):
+            result[name] = {"error": f"needs the {needs[name]} section, which did not complete"}
+            continue
+        log(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            result[name] = steps[name]()
+        except Exception as exc:  # one failed section must not lose the others
+            traceback.print_exc()
+            result[name] = {"error": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
+        result[name]["section_seconds"] = round(time.perf_counter() - t0, 1)
+        log(f"{name} done in {result[name]['section_seconds']} s")
+        write(final=False)  # a long run leaves what it has measured so far
+
+    if "pipeline" in result and "project" in result["pipeline"] and not args.keep:
+        result["pipeline"].pop("project")
+    print(write(final=True))
+    if args.keep:
+        log(f"working directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
+    return 1 if any("error" in result.get(s, {}) for s in wanted) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""bench.json → bench.md: one Markdown table per section, every figure in it."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != v:  # nan
+            return "–"
+        return f"{v:,.{nd}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _error(section: dict) -> list[str]:
+    if not section:
+        section["error"] = "section not run (--sections)"
+    return [f"**not measured**: {section['error']}", ""] if "error" in section else []
+
+
+def render(b: dict[str, Any]) -> str:
+    m = b["meta"]
+    mc = m["machine"]
+    L = [f"# reweigh benchmarks ({m['mode']} mode)", "",
+         f"- date: {m['date']} · took {_f(m.get('bench_seconds'), 0)} s",
+         f"- machine: {mc['cores']} cores ({mc['cpu'] or 'cpu ?'}), {_f(mc['memory_gb'])} GB, torch threads {mc['torch_threads']}, "
+         f"torch {mc['torch']}, polars {mc['polars']}, Python {mc['python']}",
+         f"- load average at start / end: {mc['load_average_start']} / {m.get('load_average_end')} "
+         "(other work on the machine slows every figure alike)",
+         f"- code: {m.get('git')}; data: {m['archive'] or 'cached official download'}, "
+         f"{_f(m['documents'])} reviews ({', '.join(f'{k} {v:,}' for k, v in m['splits'].items())})"]
+    for name, r in (m.get("sections_rerun") or {}).items():
+        L.append(f"- section {name} re-run on {r['date']}"
+                 + (f" (load average {r['load_average_start']} → {r['load_average_end']})" if r.get("load_average_start") else "")
+                 + f": {r['why']}")
+    L.append("")
+
+    c = dict(b.get("clean", {}))
+    L += ["## clean: polars pipeline vs per-document `re` recipe", ""] + _error(c)
+    if "error" not in c:
+        L += ["| implementation | docs | s | docs/s | × recipe | peak RSS MB |", "|---|--:|--:|--:|--:|--:|"]
+        rows = [(f"polars, {c['polars']['threads']} threads (clean stage)", c["polars"], c["speedup"]),
+                ("polars, 1 thread", c["polars_1_thread"], c["speedup_1_thread"]),
+                ("Python `re` recipe, 1 thread (baseline)", c["baseline_re_recipe"], 1.0)]
+        for name, r, x in rows:
+            L.append(f"| {name} | {_f(r['docs'])} | {_f(r['seconds'], 2)} | {_f(r['docs_per_s'], 0)} | {_f(x, 2)} | {_f(r['peak_rss_mb'], 0)} |")
+        a = c["agreement"]
+        L += ["", f"Target ≥ {c['target_speedup']:.0f}×: {'met' if c['speedup'] >= c['target_speedup'] else 'not met'} ({_f(c['speedup'], 2)}×).",
+              f"Outputs: {a['differing_documents']:,} of {a['documents']:,} documents differ "
+              f"({a['differing_with_other_markup']:,} hold tags other than `<br />`, {a['differing_with_html_entities']:,} hold HTML entities, "
+              f"{a['differing_unexplained']:,} unexplained). {a['explanation']}",
+              "", "Each step alone on the raw text (s): " + ", ".join(f"{k} {v:.2f}" for k, v in c["polars"].get("step_seconds", {}).items()), ""]
+
+    t = dict(b.get("tokenize", {}))
+    L += ["## tokenize: train and encode, each kind", ""] + _error(t)
+    if "error" not in t:
+        cfg = t["config"]
+        L += [f"vocab_size {cfg['vocab_size']:,}, min_frequency {cfg['min_frequency']}, max_length {cfg['max_length']}, "
+              f"encode chunks of {cfg['chunk_size']:,} docs; trained on train + unsup, encoded train + test. "
+              f"The project uses `{t['project_kind']}`.", "",
+              "| kind | vocab | fit docs | train s | train docs/s | encode docs | encode s | encode docs/s | encode tokens/s | tokens/doc | peak RSS MB |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for kind, r in t["kinds"].items():
+            L.append(f"| {kind} | {_f(r['vocab_size'])} | {_f(r['fit_docs'])} | {_f(r['train_s'], 2)} | {_f(r['train_docs_per_s'], 0)} | "
+                     f"{_f(r['encode_docs'])} | {_f(r['encode_s'], 2)} | {_f(r['encode_docs_per_s'], 0)} | {_f(r['encode_tokens_per_s'], 0)} | "
+                     f"{_f(r['mean_tokens_per_doc'])} | {_f(r['peak_rss_mb'], 0)} |")
+        cp = t["char_fast_path"]
+        L += ["", f"char encoding, {cp['docs']:,} docs (peak RSS of the encoding process):", "",
+              "| path | s | docs/s | tokens/s | peak RSS MB |", "|---|--:|--:|--:|--:|"]
+        for name, r in (("code-point lookup (numpy, the stage)", cp["fast_lookup"]),
+                        ("`tok.encode_batch`, per-character pre-tokenizer (baseline)", cp["baseline_encode_batch"])):
+            L.append(f"| {name} | {_f(r['seconds'], 2)} | {_f(r['docs_per_s'], 0)} | {_f(r['tokens_per_s'], 0)} | {_f(r['peak_rss_mb'], 0)} |")
+        L += ["", f"Lookup is {_f(cp['speedup'], 1)}× faster; same ids: {'yes' if cp['same_ids'] else 'NO'}.", ""]
+
+    tr = dict(b.get("train", {}))
+    L += ["## train: length bucketing vs padding to the fixed maximum", ""] + _error(tr)
+    if "error" not in tr:
+        any_model = next(iter(tr["models"].values()))
+        L += [f"batch {tr['batch_size']}, max_length {tr['max_length']}, {any_model['bucketed']['torch_threads']} torch threads, "
+              f"flush denormals on; {any_model['bucketed']['batches_timed']} batches timed after {any_model['bucketed']['warmup_batches']} warm-up, "
+              f"s/epoch extrapolated to the epoch's {any_model['bucketed']['epoch_batches']:,} batches ({any_model['bucketed']['epoch_docs']:,} reviews) by padded positions.", "",
+              "| model | batching | s/batch | real tokens/s | s/epoch | padding share | × fixed_max | peak RSS MB |",
+              "|---|---|--:|--:|--:|--:|--:|--:|"]
+        for name, r in tr["models"].items():
+            for mode, label in (("bucketed", "bucketed, pad to batch max (training)"), ("random", "random, pad to batch max"),
+                                ("fixed_max", f"random, pad to {tr['max_length']} (baseline)")):
+                x = r[mode]
+                L.append(f"| {name} | {label} | {_f(x['s_per_batch'], 3)} | {_f(x['tokens_per_s'], 0)} | {_f(x['s_per_epoch'], 1)} | "
+                         f"{x['padding_share']:.1%} | {_f(r['fixed_max']['s_per_epoch'] / x['s_per_epoch'] if x['s_per_epoch'] else None, 2)} | {_f(x['peak_rss_mb'], 0)} |")
+        L.append("")
+
+    p = dict(b.get("pipeline", {}))
+    L += ["## whole pipeline: cold `dvc repro` in a fresh copy", ""] + _error(p)
+    if "error" not in p:
+        L += [f"params override: `{p['params_override']}`", "",
+              "| stage | `dvc repro --single-item` s | stage command's own s | peak RSS MB |", "|---|--:|--:|--:|"]
+        for name, s in p["stages"].items():
+            L.append(f"| {name} | {_f(s['wall_s'], 1)} | {_f(s['stage_s'], 1)} | {_f(s['stage_peak_rss_mb'], 0)} |")
+        L.append(f"| **cold repro, all stages** | **{_f(p['cold_repro_s'], 1)}** | | |")
+        po = p["prefect_overhead"]
+        L += ["", f"- slowest stage: **{p['slowest_stage']}**: {p.get('slowest_stage_why') or ''}",
+              f"- no-op `dvc repro`: {_f(p['noop_repro_s'], 2)} s (stages rerun: {len(p['noop_stages_run'])})",
+              f"- Prefect overhead, stage `{po['stage']}` as a flow vs `.fn()` bare: first call in a process "
+              f"{_f(po['first_call_overhead_s'], 2)} s (flow {po['as_flow_s'][0]:.2f} s vs bare {po['bare_s'][0]:.2f} s, starts the temporary server), "
+              f"a later call {_f(po['later_call_overhead_s'], 2)} s (flow {po['as_flow_s'][-1]:.2f} s vs bare {po['bare_s'][-1]:.2f} s); "
+              f"peak RSS {_f(po['as_flow_peak_rss_mb'], 0)} vs {_f(po['bare_peak_rss_mb'], 0)} MB", ""]
+
+    a = dict(b.get("accuracy", {}))
+    L += ["## accuracy on the IMDB test set", ""] + _error(a)
+    if "error" not in a:
+        L += [f"Source: {a.get('source')}" + (f" (workspace: {a['workspace_check']})" if a.get("workspace_check") else ""), "",
+              "| model | accuracy | macro F1 | PR-AUC |", "|---|--:|--:|--:|"]
+        for name, r in a.get("models", {}).items():
+            pct = lambda v: _f(v * 100 if v is not None and v <= 1 else v, 2)  # noqa: E731
+            L.append(f"| {name} | {pct(r['accuracy'])}% | {pct(r['macro_f1'])}% | {pct(r['pr_auc'])}% |")
+        for ref, acc in a["references_accuracy_pct"].items():
+            L.append(f"| {ref} (published) | {acc:.2f}% | – | – |")
+        L.append("")
+    return "\n".join(L)

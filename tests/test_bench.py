@@ -1,0 +1,86 @@
+"""`python -m bench --quick` on a small synthetic archive: every section runs and bench.json has its shape.
+
+Benchmarks report; nothing here checks a time, only that each figure is there and of the right type.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_imdb_archive
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def test_quick_bench_writes_json_and_markdown(tmp_path):
+    archive = make_imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
+    out = tmp_path / "out"
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), REWEIGH_CACHE=str(tmp_path / "cache"))
+    env.pop("REWEIGH_IMDB_ARCHIVE", None)
+    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--archive", str(archive), "--out", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-6000:]
+    b = json.loads((out / "bench.json").read_text())
+
+    meta = b["meta"]
+    assert meta["mode"] == "quick" and meta["documents"] == 280
+    assert meta["splits"] == {"test": 120, "train": 120, "unsup": 40}
+    assert _num(meta["machine"]["cores"]) and _num(meta["machine"]["torch_threads"]) and meta["date"]
+    for section in ("clean", "tokenize", "train", "pipeline", "accuracy"):
+        assert "error" not in b[section], (section, b[section].get("error"))
+
+    c = b["clean"]
+    for impl in ("polars", "polars_1_thread", "baseline_re_recipe"):
+        assert c[impl]["docs"] == 280 and _num(c[impl]["docs_per_s"]) and _num(c[impl]["peak_rss_mb"])
+    assert _num(c["speedup"]) and set(c["polars"]["step_seconds"]) == set(c["steps"])
+    a = c["agreement"]
+    # The synthetic reviews all carry "&amp;": the recipe leaves "amp", the pipeline decodes it.
+    assert a["differing_documents"] == a["differing_with_html_entities"] + a["differing_with_other_markup"] + a["differing_unexplained"]
+    assert a["differing_unexplained"] == 0
+
+    t = b["tokenize"]
+    assert set(t["kinds"]) == {"word", "bpe", "wordpiece", "char"}
+    for r_ in t["kinds"].values():
+        for key in ("train_s", "train_docs_per_s", "encode_docs_per_s", "encode_tokens_per_s", "peak_rss_mb"):
+            assert _num(r_[key]), key
+        assert r_["encode_docs"] == 240
+    assert t["char_fast_path"]["same_ids"] is True and _num(t["char_fast_path"]["speedup"])
+
+    for name in ("gru", "gru_attention"):
+        m = b["train"]["models"][name]
+        for mode in ("bucketed", "random", "fixed_max"):
+            for key in ("s_per_batch", "tokens_per_s", "s_per_epoch", "padding_share", "peak_rss_mb"):
+                assert _num(m[mode][key]), (name, mode, key)
+        # Padding to the fixed maximum can only add padding.
+        assert m["fixed_max"]["padding_share"] >= m["random"]["padding_share"] >= m["bucketed"]["padding_share"]
+        assert _num(m["speedup_bucketed_vs_fixed"])
+
+    p = b["pipeline"]
+    assert list(p["stages"])[:3] == ["ingest", "clean", "tokenize"]
+    for s in p["stages"].values():
+        assert s["returncode"] == 0 and _num(s["wall_s"]) and _num(s["stage_s"]) and _num(s["stage_peak_rss_mb"])
+    assert _num(p["cold_repro_s"]) and _num(p["noop_repro_s"]) and p["noop_stages_run"] == []
+    assert p["slowest_stage"] in p["stages"]
+    po = p["prefect_overhead"]
+    assert len(po["as_flow_s"]) == len(po["bare_s"]) == 2 and _num(po["first_call_overhead_s"])
+
+    acc = b["accuracy"]
+    assert acc["references_accuracy_pct"]["NBSVM-bi, Wang & Manning 2012"] == 91.22
+    assert isinstance(acc["models"], dict) and acc["source"]
+    if (ROOT / "dvc.yaml").read_text().count("metrics.json"):  # once the report stage exists
+        assert acc["models"], acc["source"]
+
+    md = (out / "bench.md").read_text()
+    for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy"):
+        assert heading in md
+    assert "| polars, 1 thread |" in md and "91.22%" in md and "torch threads" in md
