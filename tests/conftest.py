@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -164,3 +165,20 @@ def imdb_archive(tmp_path_factory) -> Path:
 def project(tmp_path, imdb_archive) -> Project:
     """A small IMDB project: the archive is named in params (dataset.options.archive)."""
     return make_project(tmp_path, {"dataset": {"options": {"archive": str(imdb_archive)}}})
+
+
+GUIDE = ROOT / "docs" / "adapters.md"
+
+
+def guide_example(marker: str) -> str:
+    """A code block of docs/adapters.md, found by the `<!-- example: MARKER -->` comment above it."""
+    found = re.search(rf"<!-- example: {re.escape(marker)} -->\s*```\w*\n(.*?)```", GUIDE.read_text(), re.S)
+    assert found, f"docs/adapters.md has no example block marked {marker!r}"
+    return found.group(1)
+
+
+def select_dataset(project: Project, block: str) -> None:
+    """Replace params.yaml's dataset.name and dataset.options with the guide's, as a user edits them."""
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params["dataset"].update(yaml.safe_load(block)["dataset"])
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

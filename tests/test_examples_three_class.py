@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -14,11 +13,10 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import ROOT, Project, make_project
+from conftest import Project, guide_example, make_project, select_dataset
 
 pytestmark = pytest.mark.slow
 
-GUIDE = ROOT / "docs" / "adapters.md"
 LABELS = ["negative", "neutral", "positive"]
 CUES = {
     "negative": "broken refund awful returned disappointed cracked useless".split(),
@@ -26,20 +24,6 @@ CUES = {
     "positive": "loved superb excellent perfect delighted brilliant recommend".split(),
 }
 FILLER = "the item box it was and i my this with after day".split()
-
-
-def guide_example(marker: str) -> str:
-    """A code block of docs/adapters.md, found by the `<!-- example: MARKER -->` comment above it."""
-    found = re.search(rf"<!-- example: {re.escape(marker)} -->\s*```\w*\n(.*?)```", GUIDE.read_text(), re.S)
-    assert found, f"docs/adapters.md has no example block marked {marker!r}"
-    return found.group(1)
-
-
-def select_dataset(project: Project, block: str) -> None:
-    """Replace params.yaml's dataset.name and dataset.options with the guide's, as a user edits them."""
-    params = yaml.safe_load((project.path / "params.yaml").read_text())
-    params["dataset"].update(yaml.safe_load(block)["dataset"])
-    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def write_reviews(path: Path, per_label: int = 60, seed: int = 0) -> None:

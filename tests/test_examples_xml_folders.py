@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -15,30 +14,15 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import ROOT, Project, make_project
+from conftest import Project, guide_example, make_project, select_dataset
 
 pytestmark = pytest.mark.slow
 
-GUIDE = ROOT / "docs" / "adapters.md"
 TOPICS = {
     "cooking": "dough oven knead flour simmer garlic butter recipe bake whisk".split(),
     "space": "orbit rocket comet nebula astronaut telescope galaxy launch planet lunar".split(),
 }
 FILLER = "the a of and to we this then it after with first".split()
-
-
-def guide_example(marker: str) -> str:
-    """A code block of docs/adapters.md, found by the `<!-- example: MARKER -->` comment above it."""
-    found = re.search(rf"<!-- example: {re.escape(marker)} -->\s*```\w*\n(.*?)```", GUIDE.read_text(), re.S)
-    assert found, f"docs/adapters.md has no example block marked {marker!r}"
-    return found.group(1)
-
-
-def select_dataset(project: Project, block: str) -> None:
-    """Replace params.yaml's dataset.name and dataset.options with the guide's, as a user edits them."""
-    params = yaml.safe_load((project.path / "params.yaml").read_text())
-    params["dataset"].update(yaml.safe_load(block)["dataset"])
-    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def sentence(rng: random.Random, cues: list[str], words: int = 12) -> str:
