@@ -26,12 +26,12 @@ _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]
 def _polars(raw: str, out: str, steps: list[str], per_step: bool) -> dict[str, Any]:
     import polars as pl
 
-    from flows.clean import STEPS, clean_expr
+    from flows.clean import STEPS, clean_frame
 
     df = pl.read_parquet(raw)
     base = rss_mb()
     with timer() as t:
-        cleaned = df.select(clean_expr(steps))
+        cleaned = clean_frame(df, steps)
     result: dict[str, Any] = {"seconds": round(t["s"], 3), "docs": df.height, "rss_before_mb": base,
                               "threads": pl.thread_pool_size()}
     if per_step:  # each step alone on the raw text: where the time goes

@@ -43,11 +43,13 @@ def lowercase(text: pl.Expr) -> pl.Expr:
     return text.str.to_lowercase()
 
 
+_WORD = r"\p{L}\p{N}_"  # letters and numbers by Unicode class, as Python's `\w` counts them ("½" is a number)
+
+
 def remove_punctuation(text: pl.Expr) -> pl.Expr:
     # Apostrophes join a word ("don't" → "dont"); any other character that is not a letter, digit,
-    # underscore or space becomes a space. Letters/numbers by Unicode class, as Python's `\w` counts
-    # them ("½" is a number), so the stage agrees with the usual per-document `re` recipe.
-    return text.str.replace_all("'", "", literal=True).str.replace_all(r"[^\p{L}\p{N}_\s]+", " ")
+    # underscore or space becomes a space, so the stage agrees with the usual per-document `re` recipe.
+    return text.str.replace_all("'", "", literal=True).str.replace_all(rf"[^{_WORD}\s]+", " ")
 
 
 def normalize_whitespace(text: pl.Expr) -> pl.Expr:
@@ -56,14 +58,38 @@ def normalize_whitespace(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all(r"\s{2,}|[^\S ]", " ").str.strip_chars()
 
 
+def remove_punctuation_and_normalize_whitespace(text: pl.Expr) -> pl.Expr:
+    # The two steps in one regex pass, same output (tested): every run of non-word characters becomes one
+    # space. Only what needs changing is matched (a run of 2+, or one character that is not a space), so
+    # the single spaces between words, most of the matches otherwise, are left alone: 2x faster on IMDB.
+    return (text.str.replace_all("'", "", literal=True)
+            .str.replace_all(rf"[^{_WORD}]{{2,}}|[^{_WORD} ]", " ").str.strip_chars())
+
+
 STEPS = {f.__name__: f for f in (strip_markup, unescape_entities, lowercase, remove_punctuation, normalize_whitespace)}
+# Adjacent steps that run as one pass when they come in this order.
+_FUSED = {("remove_punctuation", "normalize_whitespace"): remove_punctuation_and_normalize_whitespace}
 
 
 def clean_expr(steps: list[str], column: str = "text") -> pl.Expr:
     expr = pl.col(column)
-    for step in steps:
-        expr = STEPS[step](expr)
+    i = 0
+    while i < len(steps):
+        fused = _FUSED.get(tuple(steps[i:i + 2]))
+        expr = fused(expr) if fused else STEPS[steps[i]](expr)
+        i += 2 if fused else 1
     return expr
+
+
+def clean_frame(df: pl.DataFrame, steps: list[str], column: str = "text") -> pl.DataFrame:
+    """`df` with `column` cleaned, one slice per polars thread, the slices run in parallel.
+
+    A string expression over one column runs on one core in polars; independent slices collected together
+    use all of them (1.6x on 2 cores for 100k IMDB reviews, same output)."""
+    n = max(1, min(pl.thread_pool_size(), df.height // 1000))
+    size = -(-df.height // n)  # ceil
+    slices = [df.slice(i * size, size).lazy().with_columns(clean_expr(steps, column)) for i in range(n)]
+    return pl.concat(pl.collect_all(slices)) if n > 1 else slices[0].collect()
 
 
 def clean_texts(texts: list[str] | pl.Series, steps: list[str]) -> list[str]:
@@ -75,7 +101,7 @@ def clean_texts(texts: list[str] | pl.Series, steps: list[str]) -> list[str]:
 def clean_flow() -> str:
     p = params()
     df = pl.read_parquet(INPUT, columns=["id", "text", "label", "split"])
-    cleaned = df.with_columns(clean_expr(p.clean.steps))
+    cleaned = clean_frame(df, p.clean.steps)
     write_parquet(cleaned, OUTPUT)
     print(f"clean: {cleaned.height:,} rows, steps {p.clean.steps} → {OUTPUT}")
     return str(OUTPUT)

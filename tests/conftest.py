@@ -182,3 +182,14 @@ def select_dataset(project: Project, block: str) -> None:
     params = yaml.safe_load((project.path / "params.yaml").read_text())
     params["dataset"].update(yaml.safe_load(block)["dataset"])
     (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_temporary_prefect_servers():
+    """Stop the temporary Prefect API that in-process flow runs started, while pytest's output is still
+    open (Prefect's own atexit stop otherwise logs into a closed stream: a traceback after the summary)."""
+    yield
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()

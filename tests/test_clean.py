@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.clean import STEPS, clean_texts
+import polars as pl
+
+from flows.clean import STEPS, clean_frame, clean_texts
 
 ALL = list(STEPS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +71,22 @@ def test_agrees_with_the_course_recipe_on_real_imdb_reviews():
     assert disagree == [], f"{len(disagree)} plain reviews differ, e.g. {reviews[disagree[0]][:200]!r}"
     # Elsewhere ours is the better one: no tag or entity is left in any cleaned review.
     assert not any(re.search(r"<[^>]*>|&\w+;|&#\d+;", t) for t in ours)
+
+
+def test_fused_punctuation_and_whitespace_pass_equals_the_two_steps_one_after_the_other():
+    # clean_expr runs remove_punctuation + normalize_whitespace as one regex pass when they are adjacent.
+    tricky = ["  Don't!!  stop\t\t-- ok?\n", "a.b", "½ é_ü — «x»\u2003y\u00a0z", "...", "", " ", "x", "it's  'quoted' "]
+    samples = tricky + _real_reviews(2000)
+    fused = clean_texts(samples, ["remove_punctuation", "normalize_whitespace"])
+    stepwise = clean_texts(clean_texts(samples, ["remove_punctuation"]), ["normalize_whitespace"])
+    assert fused == stepwise
+    assert fused[:3] == ["Dont stop ok", "a b", "½ é_ü x y z"]
+
+
+def test_clean_frame_runs_slices_in_parallel_and_keeps_rows_in_order(monkeypatch):
+    reviews = _real_reviews(3000)
+    df = pl.DataFrame({"id": range(len(reviews)), "text": reviews, "split": ["train"] * len(reviews)})
+    monkeypatch.setattr(pl, "thread_pool_size", lambda: 3)  # three slices, whatever this machine's cores
+    out = clean_frame(df, ALL)
+    assert out.columns == df.columns and out["id"].to_list() == list(range(len(reviews)))
+    assert out["text"].to_list() == clean_texts(reviews, ALL)
