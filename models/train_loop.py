@@ -30,6 +30,7 @@ class LoopConfig:
     batch_size: int = 64
     epochs: int = 5
     lr: float = 2e-3
+    lr_schedule: str = "constant"  # constant | linear: decays to 0 at the last step of the last epoch
     weight_decay: float = 0.01
     patience: int = 2
     grad_clip: float = 1.0
@@ -77,9 +78,10 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
     device = setup_torch(cfg.device, cfg.threads)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _lr_scheduler(optimizer, cfg, steps_per_epoch=-(-len(train_set) // cfg.batch_size))
     state = _fresh_state(model)
     if cfg.resume and cfg.checkpoint is not None:
-        state = _load_checkpoint(cfg, model, optimizer, state, log)
+        state = _load_checkpoint(cfg, model, optimizer, scheduler, state, log)
     started = time.perf_counter() - state["seconds"]
     resumed_from = state["epoch"]
 
@@ -87,7 +89,7 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
         if state["bad_epochs"] >= cfg.patience:
             break
         t0 = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, optimizer, train_set, cfg, device, epoch)
+        train_loss, train_acc = _train_epoch(model, optimizer, scheduler, train_set, cfg, device, epoch)
         val_loss, val_acc = evaluate(model, val_set, cfg.batch_size, device)
         row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_accuracy": round(train_acc, 5),
                "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5),
@@ -104,7 +106,7 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{'  (best)' if improved else ''} | {row['seconds']:.0f} s")
         state["seconds"] = time.perf_counter() - started
         if cfg.checkpoint is not None:
-            _save_checkpoint(cfg, model, optimizer, state)
+            _save_checkpoint(cfg, model, optimizer, scheduler, state)
         if state["bad_epochs"] >= cfg.patience:
             log(f"early stop: no validation improvement for {cfg.patience} epoch(s); best epoch {state['best_epoch']}")
             break
@@ -113,8 +115,19 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
                        history=state["history"], seconds=time.perf_counter() - started, resumed_from=resumed_from)
 
 
-def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TokenSet, cfg: LoopConfig,
-                 device: torch.device, epoch: int) -> tuple[float, float]:
+def _lr_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor: 1 throughout (`constant`), or from 1 down to 0 at the last planned step
+    (`linear`), so the late epochs, where a GRU on IMDB starts to overfit, take small steps."""
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    if cfg.lr_schedule == "linear":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
+    if cfg.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ValueError(f"train.lr_schedule {cfg.lr_schedule!r}: use constant or linear")
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                 data: TokenSet, cfg: LoopConfig, device: torch.device, epoch: int) -> tuple[float, float]:
     model.train()
     batches = bucket_batches(data.lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, bucketing=cfg.bucketing)
     total_loss, correct, seen = 0.0, 0, 0
@@ -130,6 +143,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Token
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            scheduler.step()
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += len(idx)
@@ -167,15 +181,18 @@ def _fresh_state(model: nn.Module) -> dict[str, Any]:
             "best_state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
 
-def _save_checkpoint(cfg: LoopConfig, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def _save_checkpoint(cfg: LoopConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
     assert cfg.checkpoint is not None
     with atomic_path(cfg.checkpoint) as tmp:
         torch.save({"fingerprint": cfg.fingerprint, "state": state, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, tmp)
 
 
 def _load_checkpoint(cfg: LoopConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     state: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any],
+                     log: Callable[[str], None]) -> dict[str, Any]:
     path = cfg.checkpoint
     assert path is not None
     if not path.exists():
@@ -187,6 +204,7 @@ def _load_checkpoint(cfg: LoopConfig, model: nn.Module, optimizer: torch.optim.O
         return state
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["torch_rng"])
     log(f"resume: continuing after epoch {ckpt['state']['epoch']} from {path}")
     return ckpt["state"]

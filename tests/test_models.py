@@ -168,3 +168,25 @@ def test_early_stopping_keeps_the_best_epoch():
     best = max(result.history, key=lambda h: h["val_accuracy"])
     assert result.best_epoch == best["epoch"]
     assert result.epochs_run < 12
+
+
+def test_linear_schedule_changes_training_and_resumes_exactly(tmp_path):
+    base = dict(batch_size=16, epochs=3, lr=1e-2, patience=5, threads=1, seed=5, fingerprint="x")
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    constant, _ = _run("gru", LoopConfig(**base))
+    straight, probs_straight = _run("gru", LoopConfig(lr_schedule="linear", checkpoint=tmp_path / "a.ckpt", **base))
+    assert strip(straight.history) != strip(constant.history), "the schedule must change the updates"
+
+    def stop_in_epoch_3(message: str) -> None:  # killed after epoch 3's work, before its checkpoint
+        if message.startswith("epoch 3/"):
+            raise KeyboardInterrupt
+
+    cfg = LoopConfig(lr_schedule="linear", checkpoint=tmp_path / "b.ckpt", **base)
+    torch.manual_seed(cfg.seed)
+    model = build_model("gru", VOCAB, 3, embedding_dim=16, hidden_size=16)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, _toy_data(240, 1), _toy_data(60, 2), cfg, log=stop_in_epoch_3)
+    resumed, probs_resumed = _run("gru", LoopConfig(**{**cfg.__dict__, "resume": True}))
+    assert resumed.resumed_from == 2
+    assert strip(resumed.history) == strip(straight.history)
+    assert np.array_equal(probs_resumed, probs_straight)
