@@ -6,9 +6,8 @@ import re
 import tarfile
 from pathlib import Path
 
-import pytest
-
 import polars as pl
+import pytest
 
 from flows.clean import STEPS, clean_frame, clean_texts
 
