@@ -132,6 +132,9 @@ def _flow_calls(project: str, module: str, flow_name: str, bare: bool, calls: in
         with timer() as t:
             flow.fn() if bare else flow()
         times.append(round(t["s"], 3))
+    from flows.common import stop_temporary_prefect_servers
+
+    stop_temporary_prefect_servers()  # this worker ends without atexit handlers, where Prefect would stop it
     return {"import_s": round(t_import["s"], 3), "call_s": times}
 
 

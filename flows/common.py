@@ -65,3 +65,16 @@ def run_stage(flow: Callable[[], Any], name: str) -> None:
         sys.exit(1)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(f"reweigh {name}: done in {time.perf_counter() - started:.1f} s, peak RSS {peak_mib:,.0f} MiB", file=sys.stderr)
+
+
+def stop_temporary_prefect_servers() -> None:
+    """Stop the temporary local Prefect API that flow calls in this process started.
+
+    Prefect stops it at interpreter exit, but a process that ends without running `atexit` handlers (a
+    multiprocessing worker) would leave it running for good, and pytest closes its output streams before
+    `atexit`, so the stop would log into a closed stream."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
+

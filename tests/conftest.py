@@ -186,10 +186,8 @@ def select_dataset(project: Project, block: str) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _stop_temporary_prefect_servers():
-    """Stop the temporary Prefect API that in-process flow runs started, while pytest's output is still
-    open (Prefect's own atexit stop otherwise logs into a closed stream: a traceback after the summary)."""
+    """While pytest's output is still open: Prefect's own stop at exit would log a traceback after the summary."""
     yield
-    from prefect.server.api.server import SubprocessASGIServer
+    from flows.common import stop_temporary_prefect_servers
 
-    for server in list(SubprocessASGIServer._instances.values()):
-        server.stop()
+    stop_temporary_prefect_servers()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,18 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _processes_with(env_entry: str) -> list[str]:
+    """Command lines of the live processes whose environment holds `env_entry`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and env_entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -25,11 +38,15 @@ def _num(x) -> bool:
 def test_quick_bench_writes_json_and_markdown(tmp_path):
     archive = make_imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
     out = tmp_path / "out"
+    marker = f"REWEIGH_BENCH_TEST={uuid.uuid4().hex}"  # inherited by every process the benchmark starts
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), REWEIGH_CACHE=str(tmp_path / "cache"))
+    env.update([marker.split("=")])
     env.pop("REWEIGH_IMDB_ARCHIVE", None)
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--archive", str(archive), "--out", str(out)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-6000:]
+    # Nothing it started outlives it (its Prefect overhead probe once left a temporary API server running).
+    assert _processes_with(marker) == []
     b = json.loads((out / "bench.json").read_text())
 
     meta = b["meta"]
