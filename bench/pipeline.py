@@ -127,14 +127,16 @@ def _flow_calls(project: str, module: str, flow_name: str, bare: bool, calls: in
     with timer() as t_import:
         mod = importlib.import_module(module)
     flow = getattr(mod, flow_name)
-    times = []
-    for _ in range(calls):
-        with timer() as t:
-            flow.fn() if bare else flow()
-        times.append(round(t["s"], 3))
     from flows.common import stop_temporary_prefect_servers
 
-    stop_temporary_prefect_servers()  # this worker ends without atexit handlers, where Prefect would stop it
+    times = []
+    try:
+        for _ in range(calls):
+            with timer() as t:
+                flow.fn() if bare else flow()
+            times.append(round(t["s"], 3))
+    finally:  # this worker ends without atexit handlers, where Prefect would stop its server
+        stop_temporary_prefect_servers()
     return {"import_s": round(t_import["s"], 3), "call_s": times}
 
 

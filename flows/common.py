@@ -77,4 +77,3 @@ def stop_temporary_prefect_servers() -> None:
 
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
-

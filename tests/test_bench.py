@@ -38,15 +38,15 @@ def _num(x) -> bool:
 def test_quick_bench_writes_json_and_markdown(tmp_path):
     archive = make_imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
     out = tmp_path / "out"
-    marker = f"REWEIGH_BENCH_TEST={uuid.uuid4().hex}"  # inherited by every process the benchmark starts
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), REWEIGH_CACHE=str(tmp_path / "cache"))
-    env.update([marker.split("=")])
+    run_id = uuid.uuid4().hex  # inherited by every process the benchmark starts
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), REWEIGH_CACHE=str(tmp_path / "cache"),
+               REWEIGH_BENCH_TEST=run_id)
     env.pop("REWEIGH_IMDB_ARCHIVE", None)
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--archive", str(archive), "--out", str(out)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-6000:]
     # Nothing it started outlives it (its Prefect overhead probe once left a temporary API server running).
-    assert _processes_with(marker) == []
+    assert _processes_with(f"REWEIGH_BENCH_TEST={run_id}") == []
     b = json.loads((out / "bench.json").read_text())
 
     meta = b["meta"]

@@ -1,6 +1,8 @@
 """The models and the training loop, in process: shapes, padding invariance, batching, determinism, resume."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -186,7 +188,7 @@ def test_linear_schedule_changes_training_and_resumes_exactly(tmp_path):
     model = build_model("gru", VOCAB, 3, embedding_dim=16, hidden_size=16)
     with pytest.raises(KeyboardInterrupt):
         train(model, _toy_data(240, 1), _toy_data(60, 2), cfg, log=stop_in_epoch_3)
-    resumed, probs_resumed = _run("gru", LoopConfig(**{**cfg.__dict__, "resume": True}))
+    resumed, probs_resumed = _run("gru", dataclasses.replace(cfg, resume=True))
     assert resumed.resumed_from == 2
     assert strip(resumed.history) == strip(straight.history)
     assert np.array_equal(probs_resumed, probs_straight)
