@@ -23,12 +23,14 @@ from prefect import flow
 from tokenizers import Tokenizer
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage
+from reweigh.params import ParamsError
 from models import MODELS, build_model, count_parameters
 from models.batching import TokenSet
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 from reweigh.io import atomic_path, write_json, write_parquet
 
 TOKENS = DATA / "tokens.parquet"
+PRETRAINED = ARTIFACTS / "pretrained.pt"
 TOKENIZER = ARTIFACTS / "tokenizer.json"
 CHECKPOINTS = ARTIFACTS / "checkpoints"
 
@@ -43,6 +45,35 @@ def predictions_path(name: str):
 
 def history_path(name: str):
     return REPORTS / "train" / f"{name}.json"
+
+
+def initialise(model: torch.nn.Module, name: str, init: str, path=PRETRAINED) -> str:
+    """Copy the pretrain stage's vectors into the model's embedding (init: pretrained); say what was done."""
+    if init == "random":
+        return "random (seeded)"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the pretrain stage first (dvc repro pretrain), "
+                                f"or set model.{name}.init: random")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    vectors = saved["embedding"]  # (V, D)
+    table = model.encoder.embedding.weight  # (V, E)
+    if vectors.shape != table.shape:
+        raise ParamsError(
+            f"model.{name}: the pretrained embedding is {tuple(vectors.shape)} (vocabulary x pretrain.dim) but the "
+            f"model's is {tuple(table.shape)} (vocabulary x model.{name}.embedding_dim): set model.{name}.embedding_dim "
+            f"to pretrain.dim ({vectors.shape[1]}), or model.{name}.init: random")
+    with torch.no_grad():
+        table.copy_(vectors)
+    return f"pretrained ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]})"
+
+
+def build_initialised(name: str, p, vocab_size: int, n_classes: int, pretrained=PRETRAINED) -> tuple[torch.nn.Module, dict, str]:
+    """The model `name` as training starts it: seeded weights, then the pretrained embedding if asked for."""
+    hyper = getattr(p.model, name).model_dump()
+    init = hyper.pop("init")
+    torch.manual_seed(p.seed)  # the initial weights come from the seed too
+    model = build_model(name, vocab_size, n_classes, **hyper)
+    return model, hyper, initialise(model, name, init, pretrained)
 
 
 def prediction_frame(ids: pl.Series, label_ids, probs) -> pl.DataFrame:
@@ -62,19 +93,17 @@ def train_flow(name: str) -> str:
     tokens = pl.read_parquet(TOKENS)
     splits = {s: tokens.filter(pl.col("split") == s) for s in ("train", "val", "test")}
     data = {s: TokenSet.from_frame(df) for s, df in splits.items()}
-    hyper = getattr(p.model, name).model_dump()
-
-    torch.manual_seed(p.seed)  # the initial weights come from the seed too
-    model = build_model(name, vocab_size, len(labels), **hyper)
+    model, hyper, init_note = build_initialised(name, p, vocab_size, len(labels))
+    init = getattr(p.model, name).init
     n_params = count_parameters(model)
     fingerprint = hashlib.sha256(json.dumps(
-        [name, hyper, p.train.model_dump(exclude={"resume", "threads", "device"}), p.seed, vocab_size, len(data["train"])],
+        [name, hyper, init, p.train.model_dump(exclude={"resume", "threads", "device"}), p.seed, vocab_size, len(data["train"])],
         sort_keys=True).encode()).hexdigest()
     loop = LoopConfig(**p.train.model_dump(), seed=p.seed, checkpoint=CHECKPOINTS / f"{name}.ckpt", fingerprint=fingerprint)
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     (CHECKPOINTS / ".gitignore").write_text("*\n")  # resumable state, never versioned
     print(f"train {name}: {n_params:,} parameters, {len(data['train']):,} train / {len(data['val']):,} val reviews, "
-          f"{len(labels)} classes, vocab {vocab_size:,}")
+          f"{len(labels)} classes, vocab {vocab_size:,}, embedding {init_note}")
 
     result = train(model, data["train"], data["val"], loop)
     model.load_state_dict(result.best_state)
@@ -100,6 +129,8 @@ def train_flow(name: str) -> str:
         "parameters": n_params,
         "epochs": result.epochs_run,
         "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason,
+        "init": init_note,
         "resumed_from_epoch": result.resumed_from,
         "train_seconds": round(result.seconds, 1),
         "test_predict_seconds": round(test_seconds, 1),

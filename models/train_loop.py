@@ -30,7 +30,8 @@ class LoopConfig:
     batch_size: int = 64
     epochs: int = 5
     lr: float = 2e-3
-    lr_schedule: str = "constant"  # constant | linear: decays to 0 at the last step of the last epoch
+    lr_schedule: str = "plateau"  # plateau: x lr_decay after an epoch without improvement | constant | linear
+    lr_decay: float = 0.5
     weight_decay: float = 0.01
     patience: int = 2
     grad_clip: float = 1.0
@@ -51,6 +52,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: int = 0
+    stop_reason: str = ""
 
 
 def seed_everything(seed: int) -> None:
@@ -78,10 +80,10 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
     device = setup_torch(cfg.device, cfg.threads)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = _lr_scheduler(optimizer, cfg, steps_per_epoch=-(-len(train_set) // cfg.batch_size))
     state = _fresh_state(model)
+    scheduler = _lr_scheduler(optimizer, cfg, steps_per_epoch=-(-len(train_set) // cfg.batch_size), state=state)
     if cfg.resume and cfg.checkpoint is not None:
-        state = _load_checkpoint(cfg, model, optimizer, scheduler, state, log)
+        state.update(_load_checkpoint(cfg, model, optimizer, scheduler, state, log))
     started = time.perf_counter() - state["seconds"]
     resumed_from = state["epoch"]
 
@@ -93,7 +95,7 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
         val_loss, val_acc = evaluate(model, val_set, cfg.batch_size, device)
         row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_accuracy": round(train_acc, 5),
                "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5),
-               "seconds": round(time.perf_counter() - t0, 1)}
+               "lr": round(scheduler.get_last_lr()[0], 8), "seconds": round(time.perf_counter() - t0, 1)}
         state["history"].append(row)
         improved = val_acc > state["best_accuracy"]
         if improved:
@@ -101,6 +103,7 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
                          best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         else:
             state["bad_epochs"] += 1
+            state["lr_scale"] *= cfg.lr_decay if cfg.lr_schedule == "plateau" else 1.0
         state["epoch"] = epoch
         log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{'  (best)' if improved else ''} | {row['seconds']:.0f} s")
@@ -112,18 +115,35 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
             break
 
     return TrainResult(best_state=state["best_state"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],
-                       history=state["history"], seconds=time.perf_counter() - started, resumed_from=resumed_from)
+                       history=state["history"], seconds=time.perf_counter() - started, resumed_from=resumed_from,
+                       stop_reason=stop_reason(state, cfg))
 
 
-def _lr_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate factor: 1 throughout (`constant`), or from 1 down to 0 at the last planned step
-    (`linear`), so the late epochs, where a GRU on IMDB starts to overfit, take small steps."""
+def stop_reason(state: dict[str, Any], cfg: LoopConfig) -> str:
+    """Why training ended, in words the report can print."""
+    if state["bad_epochs"] >= cfg.patience:
+        return (f"early stopping: validation accuracy did not improve for {cfg.patience} epoch(s) after its best, "
+                f"epoch {state['best_epoch']}")
+    if state["best_epoch"] == state["epoch"]:
+        return (f"hit the cap of train.epochs={cfg.epochs} while validation accuracy was still rising: "
+                f"raise train.epochs")
+    return f"hit the cap of train.epochs={cfg.epochs} ({state['bad_epochs']} epoch(s) after the best, epoch {state['best_epoch']})"
+
+
+def _lr_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int,
+                  state: dict[str, Any]) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor. `plateau` (default): 1 until an epoch fails to improve validation
+    accuracy, then x `lr_decay` after each such epoch: the step size follows the data, whatever its size,
+    where a fixed decay would be tuned to one dataset's epoch count. `constant`: 1 throughout. `linear`:
+    from 1 down to 0 at the last step of `epochs` (only sensible when `epochs` is a real budget)."""
     total = max(cfg.epochs * steps_per_epoch, 1)
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: state["lr_scale"])
     if cfg.lr_schedule == "linear":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
     if cfg.lr_schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    raise ValueError(f"train.lr_schedule {cfg.lr_schedule!r}: use constant or linear")
+    raise ValueError(f"train.lr_schedule {cfg.lr_schedule!r}: use plateau, constant or linear")
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -177,7 +197,7 @@ def evaluate(model: nn.Module, data: TokenSet, batch_size: int, device: torch.de
 
 
 def _fresh_state(model: nn.Module) -> dict[str, Any]:
-    return {"epoch": 0, "history": [], "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0,
+    return {"epoch": 0, "history": [], "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0, "lr_scale": 1.0,
             "best_state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
 

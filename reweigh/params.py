@@ -25,6 +25,9 @@ class DatasetParams(_Strict):
     name: str = "imdb"
     val_fraction: float = Field(0.1, gt=0, lt=1)
     limit: int = Field(0, ge=0, description="keep at most this many rows per split (seeded); 0 = all")
+    train_limit: int = Field(0, ge=0, description=(
+        "labelled training rows kept (seeded, stratified by label) before the validation split is carved from "
+        "them, e.g. 1000 = 900 train + 100 val; test and unsup untouched; 0 = all"))
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -40,11 +43,22 @@ class TokenizeParams(_Strict):
     chunk_size: int = Field(2000, ge=1, description="documents encoded per batch (bounds peak memory)")
 
 
+class PretrainParams(_Strict):
+    """The pretrain stage: token embeddings from the train split's text plus unsup (never val or test)."""
+
+    dim: int = Field(64, ge=2, description="embedding width; models with init: pretrained must use the same embedding_dim")
+    window: int = Field(5, ge=1, description="tokens either side that count as context")
+    smoothing: float = Field(0.75, gt=0, le=1, description="context-distribution smoothing of PMI (word2vec's 0.75)")
+    max_length: int = Field(0, ge=0, description="tokens read per document; 0 = whole documents")
+
+
 class TrainParams(_Strict):
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(5, ge=1)
     lr: float = Field(2e-3, gt=0)
-    lr_schedule: Literal["constant", "linear"] = Field("constant", description="linear: decays to 0 by the last epoch's last step")
+    lr_schedule: Literal["plateau", "constant", "linear"] = Field(
+        "plateau", description="plateau: x lr_decay after each epoch without improvement; linear: to 0 by the last epoch")
+    lr_decay: float = Field(0.5, gt=0, le=1, description="the plateau schedule's factor")
     weight_decay: float = Field(0.01, ge=0)
     patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
     grad_clip: float = Field(1.0, gt=0)
@@ -55,6 +69,7 @@ class TrainParams(_Strict):
 
 
 class GRUParams(_Strict):
+    init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
     embedding_dim: int = Field(128, ge=1)
     hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(1, ge=1)
@@ -96,6 +111,8 @@ class ReportParams(_Strict):
     target_precision: float = Field(0.9, gt=0, lt=1)
     target_recall: float = Field(0.9, gt=0, lt=1)
     attention_examples: int = Field(3, ge=0)
+    probe_tokens: list[str] = Field(default_factory=list, description="tokens whose nearest neighbours the report shows; [] = each class's 3 strongest cues")
+    projection_tokens: int = Field(300, ge=2, description="most frequent training tokens drawn in the embedding-space figure")
 
 
 class RetrainParams(_Strict):
@@ -121,6 +138,7 @@ class Params(_Strict):
     dataset: DatasetParams = DatasetParams()
     clean: CleanParams = CleanParams()
     tokenize: TokenizeParams = TokenizeParams()
+    pretrain: PretrainParams = PretrainParams()
     train: TrainParams = TrainParams()
     model: ModelParams = ModelParams()
     baseline: BaselineParams = BaselineParams()

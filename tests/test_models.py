@@ -175,7 +175,7 @@ def test_early_stopping_keeps_the_best_epoch():
 def test_linear_schedule_changes_training_and_resumes_exactly(tmp_path):
     base = dict(batch_size=16, epochs=3, lr=1e-2, patience=5, threads=1, seed=5, fingerprint="x")
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
-    constant, _ = _run("gru", LoopConfig(**base))
+    constant, _ = _run("gru", LoopConfig(lr_schedule="constant", **base))
     straight, probs_straight = _run("gru", LoopConfig(lr_schedule="linear", checkpoint=tmp_path / "a.ckpt", **base))
     assert strip(straight.history) != strip(constant.history), "the schedule must change the updates"
 
