@@ -7,6 +7,7 @@ Writes
 - reports/plots/: confusion/<model>.csv (actual, predicted), pr/<model>.csv (recall, precision, threshold),
   train/<model>.csv (per-epoch history), drawn by the `plots:` section of dvc.yaml.
 - reports/figures/*.png (matplotlib, Agg) and reports/report.md, which links them.
+- reports/embeddings.json and the report's "semantic vector space" section (flows/report_embeddings.py).
 
 Binary tasks score the second class (`labels[1]`, e.g. pos) as the positive one; with more classes the
 precision-recall curve and threshold table are micro-averaged one-vs-rest and PR-AUC / ROC-AUC are macro.
@@ -35,6 +36,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage  # noqa: E402
 from flows.predict import load_model, token_strings  # noqa: E402
+from flows.report_embeddings import embedding_space, section_markdown  # noqa: E402
 from models.batching import TokenSet  # noqa: E402
 from reweigh.io import atomic_path, write_json, write_text  # noqa: E402
 
@@ -318,8 +320,15 @@ def verdict(metrics: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def stop_lines(summaries: dict[str, dict]) -> list[str]:
+    """How each neural model's embedding started and why its training ended (older summaries lack both)."""
+    return [f"- **{TITLES[m]}**: embedding {summaries[m].get('init', 'not recorded')}; stopped: "
+            f"{summaries[m].get('stop_reason', 'not recorded (retrain to see why)')}." for m in NEURAL]
+
+
 def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, tables: dict, shapes: dict, legends: dict,
-                    examples: list[dict], positive: str, target_p: float, target_r: float) -> str:
+                    examples: list[dict], positive: str, target_p: float, target_r: float, stops: list[str],
+                    embedding_section: list[str]) -> str:
     cols = list(metrics)
     md = ["# reweigh: model comparison", "",
           f"Dataset `{info['name']}`: classes {', '.join(info['labels'])}; rows per split "
@@ -334,7 +343,7 @@ def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, tables
     md.append("| training time (s) | " + " | ".join(f"{timings[m]['train_seconds']:.0f}" for m in cols) + " |")
     md += ["", "Training time is wall-clock on the machine that ran the stage; it lives in `reports/timings.json`, "
            "not `metrics.json`, so that the same params and seed give byte-identical metrics.", "",
-           "## Confusion matrices", ""]
+           "### How each model started and why it stopped", "", *stops, "", "## Confusion matrices", ""]
     md += [f"![{TITLES[m]} confusion]({figs['confusion'][m]})" for m in cols]
     md += ["", "## Precision-recall", "", f"Positive class: {positive}. Dots: each model's operating point.", "",
            f"![precision-recall curves]({figs['pr']})", "", "### Thresholds", "",
@@ -346,7 +355,7 @@ def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, tables
             f"t={tables[m][key]['threshold']:.3f}: {tables[m][key]['precision']:.3f} / {tables[m][key]['recall']:.3f}" if tables[m][key] else "not reached"
             for m in cols) + " |")
     md += ["", f"![threshold table]({figs['thresholds']})", "", "## Training curves", "", f"![training curves]({figs['training']})", "",
-           "## Where attention looked", "",
+           *embedding_section, "## Where attention looked", "",
            "Each token of a short test review, shaded by the weight the attention-pooling layer gave it "
            "(the weights over a review's real tokens sum to 1).", ""]
     for ex in examples:
@@ -402,10 +411,12 @@ def report_flow() -> str:
                       + (f", nh={cfg.heads}, hd={cfg.width // cfg.heads}" if m == "gru_attention" else "") + f", C={C}")
     figs["shapes"] = fig_shapes(shapes, legends)
     examples = attention_examples(labels, p.report.attention_examples)
+    space = embedding_space(labels, p.report, NEURAL, _save)
 
     write_json(metrics, METRICS)
     write_json(timings, TIMINGS)
-    report = markdown_report(info, metrics, timings, figs, tables, shapes, legends, examples, positive, target_p, target_r)
+    report = markdown_report(info, metrics, timings, figs, tables, shapes, legends, examples, positive, target_p, target_r,
+                             stop_lines(summaries), section_markdown(space))
     write_text(report, REPORT)
     create_markdown_artifact(report, key="model-comparison", description="reports/report.md")  # shown in the Prefect UI
     for line in verdict(metrics):

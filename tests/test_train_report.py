@@ -47,6 +47,7 @@ def three_class(tmp_path_factory):
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     project.dvc("repro")
     project.first_metrics = (project.path / "reports" / "metrics.json").read_bytes()
+    project.first_embeddings = (project.path / "reports" / "embeddings.json").read_bytes()
     return project
 
 
@@ -79,7 +80,7 @@ def test_report_files_are_complete_and_well_formed(three_class):
 
     figures = reports / "figures"
     expected = {"confusion_gru.png", "confusion_gru_attention.png", "confusion_baseline.png", "pr_curves.png",
-                "thresholds.png", "training_curves.png", "shapes.png", "attention_1.png", "attention_2.png"}
+                "thresholds.png", "training_curves.png", "shapes.png", "attention_1.png", "attention_2.png", "embedding_space.png"}
     assert expected <= {p.name for p in figures.glob("*.png")}
     for png in figures.glob("*.png"):
         with Image.open(png) as im:
@@ -88,6 +89,19 @@ def test_report_files_are_complete_and_well_formed(three_class):
     assert "wins" in report and "| accuracy |" in report
     for name in expected:
         assert f"figures/{name}" in report, f"report.md does not link {name}"
+    assert "## The semantic vector space" in report and "| probe | pretrained | gru | gru_attention |" in report
+    assert "One-hot against an embedding" in report
+    assert report.count("; stopped: ") == 2 and "embedding pretrained (ppmi_svd" in report
+
+    space = json.loads((reports / "embeddings.json").read_text())
+    cues = {p["token"]: p["cue_of"] for p in space["probes"]}
+    assert set(cues.values()) == set(LABELS) and len(cues) == 3 * len(LABELS)
+    assert set(cues) <= {w for words in CUES.values() for w in words}, "the probes are the classes' cue words"
+    assert all(cues[w] == label for label, words in CUES.items() for w in words if w in cues)
+    for probe in space["probes"]:
+        assert set(probe["neighbours"]) == {"pretrained", "gru", "gru_attention"}
+        assert all(len(rows) == 8 and rows[0][1] >= rows[-1][1] for rows in probe["neighbours"].values())
+    assert space["projection"]["space"] == "pretrained" and space["one_hot"]["embedding_dim"] == 16
     confusion = pl.read_csv(reports / "plots" / "confusion" / "gru.csv")
     assert confusion.columns == ["actual", "predicted"] and set(confusion["actual"]) <= set(LABELS)
 
@@ -118,6 +132,7 @@ def test_one_model_param_reruns_only_it_and_retraining_is_deterministic(three_cl
     # seed must give byte-identical metrics.
     assert stages_run(three_class.dvc("repro", "--no-run-cache")) == {"train@gru", "report"}
     assert (three_class.path / "reports" / "metrics.json").read_bytes() == three_class.first_metrics
+    assert (three_class.path / "reports" / "embeddings.json").read_bytes() == three_class.first_embeddings
     assert json.loads(three_class.dvc("status", "--json").stdout) == {}
 
 
