@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--archive PATH] [--out reports/]` → reports/bench.json + reports/bench.md.
 
-Benchmarks report; they assert nothing about time. Sections: clean, tokenize, train, pipeline, accuracy
-(see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
+Benchmarks report; they assert nothing about time. Sections: clean, tokenize, train, pipeline, accuracy,
+pretrain (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy")
+SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -28,6 +28,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repro-epochs", type=int, default=1,
                     help="train.epochs for the cold dvc repro (0: params.yaml as it is; default 1, the accuracy "
                          "section reads the workspace's full run)")
+    ap.add_argument("--train-limit", type=int,
+                    help="pretrain section: labelled training reviews of its few-labels runs (default 1000; --quick: --limit / 10)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="reweigh-bench-prefect-"))
     import reweigh  # noqa: F401  (offline, quiet library defaults)
-    from bench import accuracy, clean, pipeline, report, tokenize, train
+    from bench import accuracy, clean, pipeline, pretrain, report, tokenize, train
     from bench.common import ROOT, git_commit, machine, now_utc
     from bench.data import load_reviews, resolve_archive
     from reweigh.params import load_params
@@ -68,13 +70,17 @@ def main(argv: list[str] | None = None) -> int:
                              "archive": archive, "documents": sum(splits.values()), "splits": splits,
                              "sections": wanted}}
 
-    if args.quick:
+    if args.quick:  # the pretrained embedding's width must be the quick models' embedding_dim
         repro = {"dataset": {"limit": args.limit, "options": {"verify_counts": False}}, "train": {"epochs": 1},
+                 "pretrain": {"dim": train.QUICK_MODELS["gru"]["embedding_dim"]},
                  "model": json.loads(json.dumps(train.QUICK_MODELS))}
     else:
         repro = {"train": {"epochs": args.repro_epochs}} if args.repro_epochs else {}
     if archive:
         repro.setdefault("dataset", {}).setdefault("options", {})["archive"] = archive
+    # The ablation trains as params.yaml says (patience decides the epochs); --quick: the quick params.
+    ablation = repro if args.quick else {"dataset": {"options": {"archive": archive}}} if archive else {}
+    train_limit = args.train_limit or (args.limit // 10 if args.quick else 1000)
 
     steps = {
         "clean": lambda: clean.run(work, list(p.clean.steps), args.quick),
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": lambda: train.run(work, p, args.quick),
         "pipeline": lambda: pipeline.run(work, archive, repro),
         "accuracy": lambda: accuracy.run(ROOT, work / "pipeline" / "project", not args.quick),
+        "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

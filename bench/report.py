@@ -120,4 +120,39 @@ def render(b: dict[str, Any]) -> str:
         for ref, acc in a["references_accuracy_pct"].items():
             L.append(f"| {ref} (published) | {acc:.2f}% | – | – |")
         L.append("")
-    return "\n".join(L)
+    return "\n".join(L + _pretrain(dict(b.get("pretrain", {}))))
+
+
+def _stopped(reason: str | None) -> str:
+    """The train stage's stop reason, its first clause: "early stopping", "hit the cap of train.epochs=40 ..."."""
+    return reason.split(":")[0].split(" (")[0] if reason else "–"
+
+
+def _pretrain(p: dict[str, Any]) -> list[str]:
+    L = ["## pretrain: random vs pretrained embeddings, with all and with few labelled reviews", ""] + _error(p)
+    if "error" in p:
+        return L
+    pct = lambda v: _f(100 * v, 2)  # noqa: E731
+    counts = {d: f"{rows['train'] + rows['val']:,} labelled" for d, rows in p["datasets"].items()}
+    sets = {d: f"{counts[d]} ({rows['train']:,} train + {rows['val']:,} val)" for d, rows in p["datasets"].items()}
+    some = next(iter(p["datasets"].values()))
+    L += [f"dataset.train_limit {p['train_limit']:,} for the few-labels runs; every run: the whole test split "
+          f"({some['test']:,}), all unlabelled text ({some.get('unsup', 0):,}). Params override: `{p['params_override']}`.", "",
+          "| labelled training reviews | model | init | test accuracy % | macro F1 % | pretrained − random, pts | best epoch / epochs | stopped | train s |",
+          "|---|---|---|--:|--:|--:|--:|---|--:|"]
+    for d, label in sets.items():
+        for r in [r for r in p["models"] if r["dataset"] == d] + [p["baseline"][d]]:
+            gain = p["gain_pts"][d].get(r["model"]) if r["init"] == "pretrained" else None
+            epochs = f"{r['best_epoch']} / {r['epochs']}" if r["init"] else "–"  # the baseline has none
+            L.append(f"| {label} | {r['model'] if r['init'] else 'baseline (TF-IDF)'} | {r['init'] or '–'} | {pct(r['accuracy'])} | "
+                     f"{pct(r['macro_f1'])} | {_f(gain, 2)} | {epochs} | {_stopped(r['stop_reason'])} | "
+                     f"{_f(r['train_seconds'], 1)} |")
+    L += ["", "The pretrain stage (its own figures, from its \"done in\" line):", "",
+          "| labelled training reviews | s | peak RSS MiB | tokens | documents | dim |", "|---|--:|--:|--:|--:|--:|"]
+    for d, s in p["pretrain"].items():
+        docs = ", ".join(f"{k} {v:,}" for k, v in s["documents"].items())
+        L.append(f"| {sets[d]} | {_f(s['seconds'], 1)} | {_f(s['peak_rss_mib'], 0)} | {_f(s['tokens'])} | {docs} | {s['dim']} |")
+    L += ["", "`dvc repro` runs, in order: " + "; ".join(
+        f"{counts[r['dataset']]}, init {r['init']}: {_f(r['repro_s'], 0)} s, ran {', '.join(r['stages_run']) or 'nothing'}"
+        for r in p["runs"]) + ".", ""]
+    return L

@@ -1,10 +1,11 @@
-"""ingest: adapter → GX validation → seeded validation split → data/ingested.parquet.
+"""ingest: adapter → GX validation → row limits → seeded validation split → data/ingested.parquet.
 
 Nothing downstream sees data that failed validation: a failure writes reports/validation.json (the
 record of every run) and stops with the failing expectations, their counts and sample rows.
 """
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -17,7 +18,7 @@ from adapters.expectations import ValidationFailed, validate
 from adapters.registry import get_adapter
 from flows.common import DATA, DATASET_FILE, REPORTS, cache_dir, params, run_stage
 from reweigh.io import write_json, write_parquet
-from reweigh.params import DatasetParams
+from reweigh.params import DatasetParams, ParamsError
 from reweigh.splits import stratified_split
 
 OUTPUT = DATA / "ingested.parquet"
@@ -56,6 +57,34 @@ def limit_rows(df: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame:
     return pl.concat(parts).sort("id")
 
 
+def smallest_train_limit(label_sizes: np.ndarray, val_fraction: float) -> int | None:
+    """The smallest train_limit that leaves every label a row in train and one in val, rounded as
+    `stratified_split` rounds (half to even); None when even all rows do not."""
+    limits = np.arange(1, label_sizes.sum() + 1)
+    kept = np.round(np.outer(limits / label_sizes.sum(), label_sizes))  # (limits, labels)
+    val = np.round(kept * val_fraction)
+    ok = ((val >= 1) & (kept - val >= 1)).all(axis=1)  # rises with the limit: the first True is the answer
+    return int(limits[ok.argmax()]) if ok.any() else None
+
+
+def limit_train(df: pl.DataFrame, limit: int, val_fraction: float, seed: int) -> pl.DataFrame:
+    """Keep `limit` labelled training rows, a seeded sample stratified by label (per label in proportion,
+    rounded); test and unsup untouched. Runs before the validation split is carved from train."""
+    train = df.filter(pl.col("split") == "train")
+    if not limit or limit >= train.height:
+        return df
+    sizes = train.group_by("label").len().sort("label")
+    smallest = smallest_train_limit(sizes["len"].to_numpy(), val_fraction)
+    if smallest is not None and limit < smallest:
+        per_label = ", ".join(f"{label} {n:,}" for label, n in sizes.iter_rows())
+        raise ParamsError(
+            f"dataset.train_limit={limit} leaves some label without a training or a validation row "
+            f"(val_fraction {val_fraction}; training rows per label: {per_label}): set it to at least {smallest}, "
+            f"or 0 for all {train.height:,}")
+    keep = stratified_split(train["label"], limit / train.height, seed, "train", "unused")
+    return pl.concat([train.filter(keep == "train"), df.filter(pl.col("split") != "train")], how="vertical")
+
+
 def ingest(dataset: DatasetParams, seed: int) -> pl.DataFrame:
     logger = get_run_logger()
     adapter, raw = load_dataset(dataset.name, dataset.options)
@@ -69,6 +98,7 @@ def ingest(dataset: DatasetParams, seed: int) -> pl.DataFrame:
         raise ValidationFailed(report)
     logger.info("dataset '%s': %d rows passed %d expectations", adapter.name, raw.height, len(report.results))
     df = limit_rows(raw, dataset.limit, seed)
+    df = limit_train(df, dataset.train_limit, dataset.val_fraction, seed)
     df = carve_validation(df, dataset.val_fraction, seed)
     order = ["id", "text", "label", "split"]
     df = df.select(order + [c for c in df.columns if c not in order])

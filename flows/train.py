@@ -62,15 +62,27 @@ def initialise(model: torch.nn.Module, name: str, init: str, path=PRETRAINED) ->
             f"model.{name}: the pretrained embedding is {tuple(vectors.shape)} (vocabulary x pretrain.dim) but the "
             f"model's is {tuple(table.shape)} (vocabulary x model.{name}.embedding_dim): set model.{name}.embedding_dim "
             f"to pretrain.dim ({vectors.shape[1]}), or model.{name}.init: random")
-    with torch.no_grad():
-        table.copy_(vectors)
-    return f"pretrained ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]})"
+    if "encoder" not in saved:
+        with torch.no_grad():
+            table.copy_(vectors)
+        return f"pretrained embedding ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]})"
+    mine = model.encoder.state_dict()
+    if {k: v.shape for k, v in saved["encoder"].items()} != {k: v.shape for k, v in mine.items()}:
+        have = saved["encoder_config"]
+        raise ParamsError(
+            f"model.{name}: the pretrained GRU encoder has hidden_size {have['hidden_size']} x 2 directions, 1 layer; "
+            f"model.{name} asks for hidden_size {model.encoder.cfg.hidden_size}, num_layers {model.encoder.cfg.num_layers}, "
+            f"bidirectional {model.encoder.cfg.bidirectional}: match pretrain.hidden_size, or set pretrain.encoder_epochs: 0 "
+            f"(embeddings only), or model.{name}.init: random")
+    model.encoder.load_state_dict(saved["encoder"])
+    return f"pretrained embedding + GRU encoder ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]})"
 
 
 def build_initialised(name: str, p, vocab_size: int, n_classes: int, pretrained=PRETRAINED) -> tuple[torch.nn.Module, dict, str]:
     """The model `name` as training starts it: seeded weights, then the pretrained embedding if asked for."""
     hyper = getattr(p.model, name).model_dump()
     init = hyper.pop("init")
+    hyper.pop("embedding_lr_scale")  # a training knob (models/train_loop.py), not part of the architecture
     torch.manual_seed(p.seed)  # the initial weights come from the seed too
     model = build_model(name, vocab_size, n_classes, **hyper)
     return model, hyper, initialise(model, name, init, pretrained)
@@ -94,12 +106,13 @@ def train_flow(name: str) -> str:
     splits = {s: tokens.filter(pl.col("split") == s) for s in ("train", "val", "test")}
     data = {s: TokenSet.from_frame(df) for s, df in splits.items()}
     model, hyper, init_note = build_initialised(name, p, vocab_size, len(labels))
-    init = getattr(p.model, name).init
+    model_params = getattr(p.model, name)
     n_params = count_parameters(model)
     fingerprint = hashlib.sha256(json.dumps(
-        [name, hyper, init, p.train.model_dump(exclude={"resume", "threads", "device"}), p.seed, vocab_size, len(data["train"])],
-        sort_keys=True).encode()).hexdigest()
-    loop = LoopConfig(**p.train.model_dump(), seed=p.seed, checkpoint=CHECKPOINTS / f"{name}.ckpt", fingerprint=fingerprint)
+        [name, model_params.model_dump(), p.pretrain.model_dump(), p.train.model_dump(exclude={"resume", "threads", "device"}),
+         p.seed, vocab_size, len(data["train"])], sort_keys=True).encode()).hexdigest()
+    loop = LoopConfig(**p.train.model_dump(), embedding_lr_scale=model_params.embedding_lr_scale, seed=p.seed,
+                      checkpoint=CHECKPOINTS / f"{name}.ckpt", fingerprint=fingerprint)
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     (CHECKPOINTS / ".gitignore").write_text("*\n")  # resumable state, never versioned
     print(f"train {name}: {n_params:,} parameters, {len(data['train']):,} train / {len(data['val']):,} val reviews, "

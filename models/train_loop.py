@@ -32,6 +32,7 @@ class LoopConfig:
     lr: float = 2e-3
     lr_schedule: str = "plateau"  # plateau: x lr_decay after an epoch without improvement | constant | linear
     lr_decay: float = 0.5
+    embedding_lr_scale: float = 1.0  # the token embedding's lr = lr x this; 0 freezes it (a pretrained one stays put)
     weight_decay: float = 0.01
     patience: int = 2
     grad_clip: float = 1.0
@@ -79,7 +80,7 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
     seed_everything(cfg.seed)
     device = setup_torch(cfg.device, cfg.threads)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _fresh_state(model)
     scheduler = _lr_scheduler(optimizer, cfg, steps_per_epoch=-(-len(train_set) // cfg.batch_size), state=state)
     if cfg.resume and cfg.checkpoint is not None:
@@ -117,6 +118,17 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
     return TrainResult(best_state=state["best_state"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],
                        history=state["history"], seconds=time.perf_counter() - started, resumed_from=resumed_from,
                        stop_reason=stop_reason(state, cfg))
+
+
+def _param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict[str, Any]]:
+    """Two groups: everything else at lr, the token embedding at lr x embedding_lr_scale (0: frozen)."""
+    embedding = [p for n, p in model.named_parameters() if n.endswith("embedding.weight")]
+    rest = [p for n, p in model.named_parameters() if not n.endswith("embedding.weight")]
+    if cfg.embedding_lr_scale == 0:
+        for p in embedding:
+            p.requires_grad_(False)
+        return [{"params": rest}]
+    return [{"params": rest}, {"params": embedding, "lr": cfg.lr * cfg.embedding_lr_scale}]
 
 
 def stop_reason(state: dict[str, Any], cfg: LoopConfig) -> str:

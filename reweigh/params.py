@@ -50,6 +50,11 @@ class PretrainParams(_Strict):
     window: int = Field(5, ge=1, description="tokens either side that count as context")
     smoothing: float = Field(0.75, gt=0, le=1, description="context-distribution smoothing of PMI (word2vec's 0.75)")
     max_length: int = Field(0, ge=0, description="tokens read per document; 0 = whole documents")
+    encoder_epochs: int = Field(0, ge=0, description="language-model epochs of the GRU encoder; 0 = embeddings only")
+    hidden_size: int = Field(64, ge=1, description="the pretrained encoder's GRU width per direction = model.<name>.hidden_size")
+    lr: float = Field(3e-3, gt=0, description="the language model's peak learning rate (AdamW, linear decay)")
+    negatives: int = Field(512, ge=1, description="sampled-softmax negatives per batch")
+    batch_size: int = Field(64, ge=1)
 
 
 class TrainParams(_Strict):
@@ -70,6 +75,7 @@ class TrainParams(_Strict):
 
 class GRUParams(_Strict):
     init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
+    embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
     embedding_dim: int = Field(128, ge=1)
     hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(1, ge=1)

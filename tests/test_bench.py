@@ -53,7 +53,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     assert meta["mode"] == "quick" and meta["documents"] == 280
     assert meta["splits"] == {"test": 120, "train": 120, "unsup": 40}
     assert _num(meta["machine"]["cores"]) and _num(meta["machine"]["torch_threads"]) and meta["date"]
-    for section in ("clean", "tokenize", "train", "pipeline", "accuracy"):
+    for section in ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain"):
         assert "error" not in b[section], (section, b[section].get("error"))
 
     c = b["clean"]
@@ -97,7 +97,30 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     if (ROOT / "dvc.yaml").read_text().count("metrics.json"):  # once the report stage exists
         assert acc["models"], acc["source"]
 
+    pt = b["pretrain"]
+    assert [(r["dataset"], r["model"], r["init"]) for r in pt["models"]] == [
+        (d, m, i) for d, i in (("all", "pretrained"), ("all", "random"), ("limited", "random"), ("limited", "pretrained"))
+        for m in ("gru", "gru_attention")]
+    assert set(pt["baseline"]) == set(pt["pretrain"]) == {"all", "limited"}
+    for r_ in pt["models"] + list(pt["baseline"].values()):
+        assert 0 <= r_["accuracy"] <= 1 and 0 <= r_["macro_f1"] <= 1 and _num(r_["train_seconds"]), r_
+    for r_ in pt["models"]:
+        assert 1 <= r_["best_epoch"] <= r_["epochs"] and r_["stop_reason"], r_
+    # --quick --limit 1000 on 120 training reviews: the few-labels runs keep 100 of them (90 train + 10 val);
+    # test and unlabelled text are the same in both.
+    assert pt["train_limit"] == 100
+    assert pt["datasets"]["all"] == {"train": 108, "val": 12, "test": 120, "unsup": 40}
+    assert pt["datasets"]["limited"] == {"train": 90, "val": 10, "test": 120, "unsup": 40}
+    for s in pt["pretrain"].values():
+        assert _num(s["seconds"]) and _num(s["peak_rss_mib"]) and s["tokens"] > 0 and s["documents"]["unsup"] == 40
+    assert set(pt["gain_pts"]["limited"]) == {"gru", "gru_attention"}
+    # DVC reruns only what changed: init alone retrains the models (and the report), not the data or the embedding.
+    ran = [set(r_["stages_run"]) for r_ in pt["runs"]]
+    assert {"ingest", "pretrain", "baseline"} <= ran[0] and {"ingest", "pretrain", "baseline"} <= ran[2]
+    assert ran[1] - {"report"} == ran[3] - {"report"} == {"train@gru", "train@gru_attention"}
+
     md = (out / "bench.md").read_text()
-    for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy"):
+    for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy", "## pretrain"):
         assert heading in md
+    assert "| baseline (TF-IDF) | – |" in md
     assert "| polars, 1 thread |" in md and "91.22%" in md and "torch threads" in md

@@ -10,6 +10,7 @@ import torch
 from flows.train import build_initialised
 from models.batching import TokenSet
 from models.embeddings import ppmi_svd_embeddings
+from models.gru import GRUConfig, GRUEncoder
 from models.train_loop import LoopConfig, train
 from reweigh.params import ParamsError, load_params
 
@@ -43,6 +44,27 @@ def test_training_starts_from_the_pretrained_embedding(tmp_path, name):
     random_model, _, note = build_initialised(name, _params("random"), VOCAB, 2, pretrained=path)
     assert not torch.equal(random_model.encoder.embedding.weight.detach(), vectors)
     assert note.startswith("random")
+
+
+@pytest.mark.parametrize("name", ["gru", "gru_attention"])
+def test_training_starts_from_the_pretrained_encoder(tmp_path, name):
+    """With pretrain.encoder_epochs > 0 the whole GRU encoder (embedding included) starts pretrained."""
+    torch.manual_seed(7)
+    encoder = GRUEncoder(GRUConfig(vocab_size=VOCAB, n_classes=1, embedding_dim=16, hidden_size=8, dropout=0.0))
+    state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    path = tmp_path / "pretrained.pt"
+    torch.save({"method": "ppmi_svd+bilm", "params": {}, "seed": 0, "embedding": state["embedding.weight"],
+                "counts": torch.ones(VOCAB, dtype=torch.long), "encoder": state,
+                "encoder_config": {"embedding_dim": 16, "hidden_size": 8, "num_layers": 1, "bidirectional": True}}, path)
+    model, _, note = build_initialised(name, _params("pretrained"), VOCAB, 2, pretrained=path)
+    mine = model.encoder.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in state.items()), "the model ignored the pretrained encoder"
+    assert "encoder" in note
+    wider = _params("pretrained")
+    wider = wider.model_copy(update={"model": wider.model.model_copy(update={
+        name: getattr(wider.model, name).model_copy(update={"hidden_size": 16})})})
+    with pytest.raises(ParamsError, match=r"pretrain\.hidden_size"):
+        build_initialised(name, wider, VOCAB, 2, pretrained=path)
 
 
 def test_a_width_mismatch_says_which_params_to_change(tmp_path):

@@ -1,0 +1,88 @@
+"""The classifiers' GRU encoder, pretrained as a language model in both directions (Dai & Le, 2015).
+
+The forward direction's state after token t predicts token t+1; the backward direction's state at token t
+(it has read the review from its end back to t) predicts token t-1. Neither ever sees the token it
+predicts. The scores are dot products with the encoder's own embedding (tied weights), so learning to
+predict a word also moves that word's vector. A softmax over all V tokens per position would cost more than
+the GRU itself; a sampled softmax scores the true token against K negatives drawn once per batch from the
+unigram^0.75 distribution, corrected by log(K q) so it estimates the full softmax (Jean et al., 2015).
+
+Shapes: B batch, T longest review, H GRU output (2 x Hd, Hd per direction), E embedding width, V vocabulary,
+N positions that have a target, K negatives.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.batching import TokenSet, bucket_batches
+from models.gru import GRUEncoder, padding_mask
+
+
+class BidirectionalLM(nn.Module):
+    def __init__(self, encoder: GRUEncoder, unigram_counts: torch.Tensor, negatives: int = 512) -> None:
+        super().__init__()
+        if not encoder.cfg.bidirectional:
+            raise ValueError("the language-model pretraining trains a bidirectional encoder (both directions)")
+        self.encoder = encoder
+        half, width = encoder.cfg.hidden_size, encoder.cfg.embedding_dim
+        self.from_forward = nn.Linear(half, width)  # forward state → embedding space
+        self.from_backward = nn.Linear(half, width)
+        self.bias = nn.Parameter(torch.zeros(encoder.cfg.vocab_size))  # (V,)
+        q = unigram_counts.double().clamp(min=1) ** 0.75
+        q[:2] = 0.0  # never sample <pad> or <unk>
+        self.register_buffer("q", (q / q.sum()).float(), persistent=False)  # (V,)
+        self.negatives = negatives
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean sampled-softmax loss over every position of both directions that has a target."""
+        B, T = ids.shape
+        h = self.encoder(ids, lengths)  # (B, T, H)
+        half = h.size(-1) // 2
+        has_next = ~padding_mask(lengths - 1, T - 1)  # (B, T-1): steps t with a real token t+1
+        fwd = h[:, :-1, :half][has_next]  # (Nf, Hd): state after t
+        bwd = h[:, 1:, half:][has_next]  # (Nb, Hd): backward state at t+1, which has read t+1 .. end
+        states = torch.cat([self.from_forward(fwd), self.from_backward(bwd)])  # (N, E)
+        targets = torch.cat([ids[:, 1:][has_next], ids[:, :-1][has_next]])  # (N,)
+        neg = torch.multinomial(self.q, self.negatives, replacement=True, generator=generator)  # (K,)
+        emb = self.encoder.embedding.weight  # (V, E)
+        log_kq = torch.log(self.q * self.negatives + 1e-12)  # (V,)
+        true = (states * emb[targets]).sum(-1) + self.bias[targets] - log_kq[targets]  # (N,)
+        sampled = states @ emb[neg].T + self.bias[neg] - log_kq[neg]  # (N, K)
+        sampled = sampled.masked_fill(neg[None, :] == targets[:, None], float("-inf"))  # a negative that is the target
+        logits = torch.cat([true[:, None], sampled], dim=1)  # (N, 1 + K)
+        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=ids.device))
+
+
+def train_language_model(lm: BidirectionalLM, data: TokenSet, epochs: int, lr: float, batch_size: int, seed: int,
+                         log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Seeded AdamW over `data` for `epochs`, learning rate decaying linearly to 0; the mean loss per epoch."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.0)
+    steps = epochs * -(-len(data) // batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / steps))
+    history = []
+    lm.train()
+    for epoch in range(1, epochs + 1):
+        t0, total, n = time.perf_counter(), 0.0, 0
+        batches = bucket_batches(data.lengths, batch_size, seed=seed * 1000 + epoch)
+        for step, idx in enumerate(batches, start=1):
+            ids, lengths, _ = data.batch(idx)  # (B, T), (B,)
+            loss = lm(ids, lengths, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total, n = total + loss.item(), n + 1
+            if step % max(len(batches) // 10, 1) == 0:
+                log(f"language model epoch {epoch}: {step}/{len(batches)} batches, loss {total / n:.3f}, "
+                    f"{time.perf_counter() - t0:.0f} s")
+        history.append({"epoch": epoch, "loss": round(total / n, 4)})  # no seconds: the outputs stay byte-identical
+        log(f"language model epoch {epoch}: loss {total / n:.4f}, {time.perf_counter() - t0:.0f} s")
+    return history
