@@ -33,6 +33,7 @@ class GRUConfig:
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.3
+    embedding_dropout: float = 0.0  # drops whole token vectors while training (a word is missing, not one of its features)
     pooling: Literal["last", "mean", "max"] = "mean"
     packed: bool = False
 
@@ -74,6 +75,9 @@ class GRUEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.embedding(ids)  # (B, T, E)
+        if self.training and self.cfg.embedding_dropout > 0:
+            keep = torch.rand(x.shape[:2], device=x.device) >= self.cfg.embedding_dropout  # (B, T)
+            x = x * keep[..., None] / (1 - self.cfg.embedding_dropout)  # (B, T, E)
         if self.cfg.packed:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)  # (sum(lengths), E)
             out, _ = self.gru(packed)  # (sum(lengths), H)

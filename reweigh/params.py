@@ -53,7 +53,7 @@ class PretrainParams(_Strict):
     encoder_epochs: int = Field(0, ge=0, description="language-model epochs of the GRU encoder; 0 = embeddings only")
     hidden_size: int = Field(64, ge=1, description="the pretrained encoder's GRU width per direction = model.<name>.hidden_size")
     lr: float = Field(3e-3, gt=0, description="the language model's peak learning rate (AdamW, linear decay)")
-    negatives: int = Field(512, ge=1, description="sampled-softmax negatives per batch")
+    negatives: int = Field(128, ge=1, description="sampled-softmax negatives per batch")
     batch_size: int = Field(64, ge=1)
 
 
@@ -81,6 +81,7 @@ class GRUParams(_Strict):
     num_layers: int = Field(1, ge=1)
     bidirectional: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)
+    embedding_dropout: float = Field(0.0, ge=0, lt=1, description="share of token vectors dropped while training")
     pooling: Literal["last", "mean", "max"] = "mean"
     packed: bool = Field(False, description="packed sequences; false: the equivalent, faster reversal route (models/gru.py)")
 
