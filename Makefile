@@ -28,8 +28,8 @@ repro: $(STAMP)
 	@echo
 	@echo "Outputs (DVC-tracked data and models; reports committed to git):"
 	@echo "  data/        ingested.parquet clean.parquet tokens.parquet predictions/*.parquet"
-	@echo "  artifacts/   tokenizer.json gru.pt gru_attention.pt baseline.pkl"
-	@echo "  reports/     report.md  metrics.json  figures/*.png  plots/  train/  validation.json  tokenize.json  timings.json"
+	@echo "  artifacts/   tokenizer.json pretrained.pt gru.pt gru_attention.pt baseline.pkl"
+	@echo "  reports/     report.md  metrics.json  figures/*.png  plots/  train/  validation.json  tokenize.json  pretrain.json  embeddings.json  timings.json"
 	@echo
 	@$(BIN)/dvc metrics show reports/metrics.json
 

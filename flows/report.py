@@ -322,7 +322,7 @@ def verdict(metrics: dict[str, dict[str, float]]) -> list[str]:
 
 def stop_lines(summaries: dict[str, dict]) -> list[str]:
     """How each neural model's embedding started and why its training ended (older summaries lack both)."""
-    return [f"- **{TITLES[m]}**: embedding {summaries[m].get('init', 'not recorded')}; stopped: "
+    return [f"- **{TITLES[m]}**: started from {summaries[m].get('init', 'a random init (not recorded)')}; stopped by "
             f"{summaries[m].get('stop_reason', 'not recorded (retrain to see why)')}." for m in NEURAL]
 
 

@@ -91,7 +91,7 @@ def test_report_files_are_complete_and_well_formed(three_class):
         assert f"figures/{name}" in report, f"report.md does not link {name}"
     assert "## The semantic vector space" in report and "| probe | pretrained | gru | gru_attention |" in report
     assert "One-hot against an embedding" in report
-    assert report.count("; stopped: ") == 2 and "embedding pretrained (ppmi_svd" in report
+    assert report.count("; stopped by ") == 2 and "started from pretrained embedding (ppmi_svd" in report
 
     space = json.loads((reports / "embeddings.json").read_text())
     cues = {p["token"]: p["cue_of"] for p in space["probes"]}
