@@ -54,7 +54,7 @@ def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarra
     """The GRU encoder both classifiers share, trained as a language model (models/language_model.py) from the
     PPMI vectors, on the documents' first tokenize.max_length tokens (what the classifiers will read)."""
     cfg = p.pretrain
-    setup_torch(p.train.device, p.train.threads)
+    device = setup_torch(p.train.device, p.train.threads)
     lengths = np.minimum(np.diff(np.append(starts, len(ids))), p.tokenize.max_length)  # (n_docs,)
     keep = lengths >= 2  # a one-token document has nothing to predict
     data = TokenSet(ids, starts[keep], lengths[keep], np.zeros(int(keep.sum()), dtype=np.int64))
@@ -64,7 +64,7 @@ def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarra
     with torch.no_grad():
         encoder.embedding.weight.copy_(vectors)
     lm = BidirectionalLM(encoder, counts, cfg.negatives)
-    history = train_language_model(lm, data, cfg.encoder_epochs, cfg.lr, cfg.batch_size, p.seed)
+    history = train_language_model(lm, data, cfg.encoder_epochs, cfg.lr, cfg.batch_size, p.seed, device=device)
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     return {"embedding": state["embedding.weight"], "encoder": state, "history": history,
             "encoder_config": {"embedding_dim": cfg.dim, "hidden_size": cfg.hidden_size, "num_layers": 1, "bidirectional": True}}

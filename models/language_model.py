@@ -48,7 +48,8 @@ class BidirectionalLM(nn.Module):
         bwd = h[:, 1:, half:][has_next]  # (Nb, Hd): backward state at t+1, which has read t+1 .. end
         states = torch.cat([self.from_forward(fwd), self.from_backward(bwd)])  # (N, E)
         targets = torch.cat([ids[:, 1:][has_next], ids[:, :-1][has_next]])  # (N,)
-        neg = torch.multinomial(self.q, self.negatives, replacement=True, generator=generator)  # (K,)
+        # drawn on the CPU with a CPU generator whatever the device, so a seed gives the same negatives anywhere
+        neg = torch.multinomial(self.q.cpu(), self.negatives, replacement=True, generator=generator).to(ids.device)  # (K,)
         emb = self.encoder.embedding.weight  # (V, E)
         log_kq = torch.log(self.q * self.negatives + 1e-12)  # (V,)
         true = (states * emb[targets]).sum(-1) + self.bias[targets] - log_kq[targets]  # (N,)
@@ -59,10 +60,11 @@ class BidirectionalLM(nn.Module):
 
 
 def train_language_model(lm: BidirectionalLM, data: TokenSet, epochs: int, lr: float, batch_size: int, seed: int,
-                         log: Callable[[str], None] = print) -> list[dict[str, float]]:
+                         log: Callable[[str], None] = print, device: torch.device | str = "cpu") -> list[dict[str, float]]:
     """Seeded AdamW over `data` for `epochs`, learning rate decaying linearly to 0; the mean loss per epoch."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    lm.to(device)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.0)
     steps = epochs * -(-len(data) // batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / steps))
@@ -73,7 +75,7 @@ def train_language_model(lm: BidirectionalLM, data: TokenSet, epochs: int, lr: f
         batches = bucket_batches(data.lengths, batch_size, seed=seed * 1000 + epoch)
         for step, idx in enumerate(batches, start=1):
             ids, lengths, _ = data.batch(idx)  # (B, T), (B,)
-            loss = lm(ids, lengths, generator)
+            loss = lm(ids.to(device), lengths.to(device), generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(lm.parameters(), 1.0)

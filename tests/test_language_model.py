@@ -53,3 +53,31 @@ def test_training_is_seeded():
         train_language_model(lm, _corpus(docs), 1, lr=1e-2, batch_size=8, seed=3, log=lambda _m: None)
         runs.append(lm.encoder.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_the_pretrain_stage_hands_its_encoder_to_both_classifiers(tmp_path):
+    from pathlib import Path
+
+    from flows.pretrain import pretrain_encoder
+    from flows.train import build_initialised
+    from reweigh.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    p = load_params(root / "params.yaml")
+    p = p.model_copy(update={
+        "pretrain": p.pretrain.model_copy(update={"dim": 16, "hidden_size": 8, "encoder_epochs": 1, "negatives": 8}),
+        "train": p.train.model_copy(update={"threads": 1}),
+        "model": p.model.model_copy(update={m: getattr(p.model, m).model_copy(update={"embedding_dim": 16, "hidden_size": 8})
+                                            for m in ("gru", "gru_attention")})})
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, V, size=600)
+    starts = np.arange(0, 600, 30)
+    vectors = torch.randn(V, 16)
+    saved = pretrain_encoder(vectors, torch.ones(V, dtype=torch.long), ids, starts, p)
+    assert saved["history"][0]["epoch"] == 1 and not torch.equal(saved["embedding"], vectors), "it trained"
+    path = tmp_path / "pretrained.pt"
+    torch.save({"method": "ppmi_svd+bilm", "params": {}, "seed": 0, "counts": torch.ones(V), **saved}, path)
+    for name in ("gru", "gru_attention"):
+        model, _, note = build_initialised(name, p, V, 2, pretrained=path)
+        assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in saved["encoder"].items()), name
+        assert "GRU encoder" in note
