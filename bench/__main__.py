@@ -30,8 +30,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          "section reads the workspace's full run)")
     ap.add_argument("--train-limit", type=int,
                     help="pretrain section: labelled training reviews of its few-labels runs (default 1000; --quick: --limit / 10)")
-    ap.add_argument("--dvc-cache", help="pretrain section: a DVC cache to share (e.g. the workspace's .dvc/cache), so runs "
-                                         "whose stages match a finished run there are restored by DVC's run cache, not rerun")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": lambda: train.run(work, p, args.quick),
         "pipeline": lambda: pipeline.run(work, archive, repro),
         "accuracy": lambda: accuracy.run(ROOT, work / "pipeline" / "project", not args.quick),
-        "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit, args.dvc_cache),
+        "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -62,12 +62,10 @@ def _gains(models: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             for d in dict.fromkeys(r["dataset"] for r in models)}
 
 
-def run(work: Path, archive: str | None, params_update: dict, train_limit: int, dvc_cache: str | None = None) -> dict[str, Any]:
+def run(work: Path, archive: str | None, params_update: dict, train_limit: int) -> dict[str, Any]:
     tmp = work / "pretrain"
     project = make_project(tmp / "project", params_update)
     env = project_env(tmp, project, archive)
-    if dvc_cache:  # stages already run there with the same inputs come back from DVC's run cache
-        _dvc(project, env, "cache", "dir", str(Path(dvc_cache).resolve()))
     out: dict[str, Any] = {"params_override": params_update, "train_limit": train_limit, "runs": [], "models": [],
                            "baseline": {}, "datasets": {}, "pretrain": {}}
     for dataset, init in RUNS:
@@ -86,7 +84,7 @@ def run(work: Path, archive: str | None, params_update: dict, train_limit: int, 
             out["baseline"][dataset] = baseline
             out["datasets"][dataset] = _read(project, "data/dataset.json")["rows"]
             done = _DONE.search(text)
-            if done is None:  # restored from the run cache: time the stage itself (its output is the same)
+            if done is None:  # not rerun (restored by DVC): time the stage itself (its output is the same)
                 forced = _dvc(project, env, "repro", "--single-item", "--force", "pretrain", timeout=REPRO_TIMEOUT_S)
                 done = _DONE.search(forced.stdout + forced.stderr)
             stats = _read(project, "reports/pretrain.json")
