@@ -83,11 +83,7 @@ def run(work: Path, archive: str | None, params_update: dict, train_limit: int) 
         if dataset not in out["datasets"]:  # the baseline and the embedding depend on the dataset only
             out["baseline"][dataset] = baseline
             out["datasets"][dataset] = _read(project, "data/dataset.json")["rows"]
-            done = _DONE.search(text)
-            if done is None:  # not rerun (restored by DVC): time the stage itself (its output is the same)
-                forced = _dvc(project, env, "repro", "--single-item", "--force", "pretrain", timeout=REPRO_TIMEOUT_S)
-                done = _DONE.search(forced.stdout + forced.stderr)
-            stats = _read(project, "reports/pretrain.json")
+            stats, done = _read(project, "reports/pretrain.json"), _DONE.search(text)
             out["pretrain"][dataset] = {"seconds": _number(done[1]) if done else None,
                                         "peak_rss_mib": _number(done[2]) if done else None,
                                         "tokens": stats["tokens"], "documents": stats["documents"], "dim": stats["dim"]}
