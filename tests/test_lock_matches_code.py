@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,9 +17,17 @@ def _tracked() -> set[str]:
     return set(out.splitlines())
 
 
-def stale_dependencies(status: dict, tracked: set[str]) -> dict[str, dict[str, object]]:
+def _outputs() -> set[str]:
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    return {out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+def stale_dependencies(status: dict, tracked: set[str], outputs: set[str]) -> dict[str, dict[str, object]]:
     """From `dvc status --json`: each stage's changed dependencies that git tracks (code, params), leaving out
-    data produced by other stages (absent in a fresh clone, which is no fault of the lock)."""
+    what other stages produce (data and reports: absent or different in a fresh clone, no fault of the lock)."""
+    def produced(path: str) -> bool:
+        return any(o == path or o.startswith(path + "/") or path.startswith(o + "/") for o in outputs)
+
     stale: dict[str, dict[str, object]] = {}
     for stage, entries in status.items():
         for entry in entries:
@@ -25,7 +35,7 @@ def stale_dependencies(status: dict, tracked: set[str]) -> dict[str, dict[str, o
                 continue
             for path, state in entry.get("changed deps", {}).items():
                 in_git = path in tracked or any(t.startswith(path.rstrip("/") + "/") for t in tracked)
-                if in_git:
+                if in_git and not produced(path):
                     stale.setdefault(stage, {})[path] = state
     return stale
 
@@ -34,8 +44,10 @@ def test_stale_dependencies_keeps_code_and_params_only():
     status = {"train@gru": [{"changed deps": {"flows/train.py": "modified", "data/tokens.parquet": "deleted",
                                               "params.yaml": {"train.lr": "modified"}}},
                             {"changed outs": {"artifacts/gru.pt": "deleted"}}],
-              "report": ["always changed"]}
-    assert stale_dependencies(status, {"flows/train.py", "params.yaml", "models/gru.py"}) == {
+              "report": [{"changed deps": {"data/predictions": "modified"}}, "always changed"]}
+    tracked = {"flows/train.py", "params.yaml", "models/gru.py", "data/predictions/.gitignore"}
+    outputs = {"data/tokens.parquet", "data/predictions/gru.parquet", "artifacts/gru.pt"}
+    assert stale_dependencies(status, tracked, outputs) == {
         "train@gru": {"flows/train.py": "modified", "params.yaml": {"train.lr": "modified"}}}
 
 
@@ -43,7 +55,7 @@ def test_dvc_lock_matches_the_checkout():
     r = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    stale = stale_dependencies(json.loads(r.stdout or "{}"), _tracked())
+    stale = stale_dependencies(json.loads(r.stdout or "{}"), _tracked(), _outputs())
     assert not stale, (
         "dvc.lock records other hashes or params than this checkout for: "
         + "; ".join(f"{stage}: {', '.join(deps)}" for stage, deps in stale.items())
