@@ -105,21 +105,13 @@ QUICK_MODELS = {"gru": {"embedding_dim": 32, "hidden_size": 32},
                 "gru_attention": {"embedding_dim": 32, "hidden_size": 32, "heads": 2}}
 
 
-def architecture(name: str, section: dict[str, Any]) -> dict[str, Any]:
-    """The model's own config from its params section, without the training knobs kept beside it (init,
-    embedding_lr_scale): a step costs the same whatever the embedding starts from (random here)."""
-    from dataclasses import fields
-
-    from models import MODELS
-
-    return {k: v for k, v in section.items() if k in {f.name for f in fields(MODELS[name][0])}}
-
-
 def run(work: Path, p, quick: bool) -> dict[str, Any]:
     tokens = str(work / "tokens.parquet")
     warmup, measure = (1, 3) if quick else (2, 20)
     out: dict[str, Any] = {"batch_size": p.train.batch_size, "max_length": p.tokenize.max_length,
                            "threads": p.train.threads, "models": {}}
+    from models import architecture
+
     for name in ("gru", "gru_attention"):
         hyper = {**architecture(name, getattr(p.model, name).model_dump()), **(QUICK_MODELS[name] if quick else {})}
         rows = {mode: in_child(_measure, tokens, name, hyper, mode, p.train.batch_size, p.tokenize.max_length,

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage
 from reweigh.params import ParamsError
-from models import MODELS, build_model, count_parameters
+from models import MODELS, architecture, build_model, count_parameters
 from models.batching import TokenSet
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 from reweigh.io import atomic_path, write_json, write_parquet
@@ -80,12 +80,11 @@ def initialise(model: torch.nn.Module, name: str, init: str, path=PRETRAINED) ->
 
 def build_initialised(name: str, p, vocab_size: int, n_classes: int, pretrained=PRETRAINED) -> tuple[torch.nn.Module, dict, str]:
     """The model `name` as training starts it: seeded weights, then the pretrained embedding if asked for."""
-    hyper = getattr(p.model, name).model_dump()
-    init = hyper.pop("init")
-    hyper.pop("embedding_lr_scale")  # a training knob (models/train_loop.py), not part of the architecture
+    section = getattr(p.model, name)
+    hyper = architecture(name, section.model_dump())
     torch.manual_seed(p.seed)  # the initial weights come from the seed too
     model = build_model(name, vocab_size, n_classes, **hyper)
-    return model, hyper, initialise(model, name, init, pretrained)
+    return model, hyper, initialise(model, name, section.init, pretrained)
 
 
 def prediction_frame(ids: pl.Series, label_ids, probs) -> pl.DataFrame:

@@ -1,6 +1,7 @@
 """The models reweigh trains, by the name params.yaml gives them (`model.<name>`)."""
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from torch import nn
@@ -12,6 +13,12 @@ MODELS: dict[str, tuple[type[GRUConfig], type[nn.Module]]] = {
     "gru": (GRUConfig, GRUClassifier),
     "gru_attention": (AttentionGRUConfig, AttentionGRUClassifier),
 }
+
+
+def architecture(name: str, section: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `model.<name>` that build the model, without the training knobs kept beside them
+    (init, embedding_lr_scale): what `build_model` takes and a checkpoint records."""
+    return {k: v for k, v in section.items() if k in {f.name for f in fields(MODELS[name][0])}}
 
 
 def build_model(name: str, vocab_size: int, n_classes: int, **hyper: Any) -> nn.Module:
