@@ -60,11 +60,20 @@ def limit_rows(df: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame:
 def smallest_train_limit(label_sizes: np.ndarray, val_fraction: float) -> int | None:
     """The smallest train_limit that leaves every label a row in train and one in val, rounded as
     `stratified_split` rounds (half to even); None when even all rows do not."""
-    limits = np.arange(1, label_sizes.sum() + 1)
-    kept = np.round(np.outer(limits / label_sizes.sum(), label_sizes))  # (limits, labels)
-    val = np.round(kept * val_fraction)
-    ok = ((val >= 1) & (kept - val >= 1)).all(axis=1)  # rises with the limit: the first True is the answer
-    return int(limits[ok.argmax()]) if ok.any() else None
+    total = int(label_sizes.sum())
+
+    def ok(limit: int) -> bool:
+        kept = np.round(limit / total * label_sizes)  # (labels,)
+        val = np.round(kept * val_fraction)
+        return bool(((val >= 1) & (kept - val >= 1)).all())
+
+    if not ok(total):
+        return None
+    lo, hi = 1, total  # ok rises with the limit: bisect for the first limit that is ok (no table of every limit)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return lo
 
 
 def limit_train(df: pl.DataFrame, limit: int, val_fraction: float, seed: int) -> pl.DataFrame:
