@@ -7,6 +7,7 @@ the `.part` file with an HTTP Range request where the server allows it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -30,9 +31,12 @@ def fetch(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0
     """Return `dest`, downloading `url` into it first unless a verified copy is already there."""
     dest = Path(dest)
     if dest.exists():
-        if sha256 is None or sha256_of(dest) == sha256:
+        if sha256 is not None:
+            if sha256_of(dest) == sha256:
+                return dest
+            dest.unlink()  # a cached file that fails its checksum is not trusted
+        elif not _changed_upstream(url, dest):
             return dest
-        dest.unlink()  # a cached file that fails its checksum is not trusted
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -65,7 +69,39 @@ def fetch(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0
             part.unlink()
             raise DownloadError(f"{url}: sha256 {got} does not match the expected {sha256}; removed the download")
     os.replace(part, dest)
+    _remember_upstream(url, dest)
     return dest
+
+
+def _stamp(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".source.json")
+
+
+def _remember_upstream(url: str, dest: Path) -> None:
+    """Keep what the server said of `url` when it was downloaded, to see later whether it changed."""
+    from adapters.sources import url_fingerprint
+
+    try:
+        _stamp(dest).write_text(json.dumps(url_fingerprint(url)))
+    except (httpx.HTTPError, OSError):
+        _stamp(dest).unlink(missing_ok=True)
+
+
+def _changed_upstream(url: str, dest: Path) -> bool:
+    """True when the server now describes `url` differently (ETag, Last-Modified, size) from when the
+    cached copy was downloaded; False when it cannot be asked or nothing was recorded (use the cache)."""
+    from adapters.sources import url_fingerprint
+
+    try:
+        before = json.loads(_stamp(dest).read_text())
+        now = url_fingerprint(url)
+    except (OSError, ValueError, httpx.HTTPError):
+        return False
+    if now == before:
+        return False
+    dest.unlink()  # stale: download the new version (the caller goes on to), never resuming the old one
+    dest.with_name(dest.name + ".part").unlink(missing_ok=True)
+    return True
 
 
 def _progress() -> Progress:

@@ -64,6 +64,10 @@ class ImdbAdapter:
 
         return [gx.expectations.ExpectColumnValuesToBeBetween(column="rating", min_value=0, max_value=10)]
 
+    def sources(self) -> list[str]:
+        """The local archive, else the URL (fingerprinted by the `sources` stage; see adapters/sources.py)."""
+        return [str(Path(self.archive).expanduser())] if self.archive else [self.url]
+
     def source(self, cache_dir: Path) -> Path:
         if self.archive:
             path = Path(self.archive).expanduser()

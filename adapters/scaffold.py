@@ -49,6 +49,10 @@ class {cls}:
         self.test_fraction = test_fraction  # use these if your data has no test split of its own:
         self.seed = seed  # reweigh.splits.stratified_split(df["label"], test_fraction, seed, "test", "train")
 
+    def sources(self) -> list[str]:
+        """What load() reads: files, folders or http(s) URLs. `dvc repro` reruns ingest when one changes."""
+        return [str(self.root)]
+
     def load(self, cache_dir: Path) -> pl.DataFrame:
         """One row per document: text (str), label (one of `labels`; null only in split unsup), split
         (train / test / unsup). Extra columns (e.g. an `id`) are kept. `cache_dir` is for downloads."""

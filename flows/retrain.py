@@ -1,17 +1,22 @@
-"""retrain: (dvc pull) → dvc repro | dvc exp run -S … → dvc metrics diff → dvc push, as one Prefect flow.
+"""retrain: is there anything new? → challenger as a DVC experiment → judged against the champion → promote.
 
-DVC decides what is reproduced and where results are versioned; this flow only runs its commands in
-order, streams their output into the run's logs, and publishes what changed as a Prefect artifact.
+    [dvc pull] → check sources + dvc status → dvc exp run --temp → score both → dvc exp apply → dvc push
+                  (nothing new: stop here)                        (worse: keep the champion, flag the run)
 
-- Overrides (`overrides`, or the named `dataset`, `epochs`, `embedding_dim`, `hidden_size`, `vocab_size`,
-  `device` parameters) run `dvc exp run -S key=value …` in the workspace: DVC records the experiment and
-  leaves its params, dvc.lock and outputs in place. Without overrides, plain `dvc repro`.
-- Metrics are whatever dvc.yaml declares: `dvc metrics diff --all --json` against `baseline` (HEAD: the
-  last committed, recorded metrics) gives the old → new table.
-- A failing step stops the flow with the step (pull, reproduce, compare, push) and, for reproduce, the
-  DVC stage that failed, both in the flow run's state message and in a `retrain-failure` artifact.
-- One retrain per workspace at a time: an exclusive lock file under .dvc/tmp (waits up to
-  `lock_timeout` seconds, then fails saying who holds it). Deployments add Prefect's own limit on top.
+- **Anything new?** The adapter's sources are fingerprinted (`python -m flows.sources --check`) and
+  compared with the champion's reports/sources.json; `dvc status` shows stages whose code or params
+  changed. With neither, and no overrides, the run ends in seconds saying there was nothing new.
+- **The challenger** runs as `dvc exp run --temp -n retrain-<time> [-S key=value …]`: a DVC experiment in a
+  temporary copy of the project, so the workspace (the champion) is never touched while it trains, and a
+  kill at any point leaves the champion as it was. DVC keeps the experiment (`dvc exp show`).
+- **The judgement** (flows/retrain_judge.py): both sides' models predict the challenger's test split;
+  `retrain.promote` (always | if_not_worse), `promote_metric` and `tolerance` decide.
+- **Promoted**: `dvc exp apply` brings the challenger's params, dvc.lock, reports and outputs into the
+  workspace, then `dvc push`. **Not promoted**: nothing is applied or pushed; the run ends in a Failed
+  state named `NotPromoted` (red in the UI: it needs a person) with the reason in its artifact.
+- A failing step stops the flow naming the step and, for the challenger, the DVC stage; one retrain per
+  workspace at a time (a lock file under .dvc/tmp). A promotion first sets the champion's files aside
+  (.dvc/tmp/reweigh-champion): if it is cut off, the next run restores the champion before anything else.
 
 Served on a cron schedule by `reweigh serve` (flows/serve.py); run once with `reweigh retrain`.
 """
@@ -19,183 +24,31 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
-import logging
 import os
-import re
+import shutil
 import subprocess
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is imported)
-from prefect import flow, get_run_logger, task
-from prefect.exceptions import MissingContextError
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from reweigh.params import MODEL_NAMES, Params, format_errors
+from prefect.states import Failed
 
-LOCK_FILE = Path(".dvc") / "tmp" / "reweigh-retrain.lock"
+from flows import retrain_judge as judge
+from flows.retrain_dvc import (LOCK_FILE, RetrainFailed, _logger, collect_overrides, dvc, dvc_json,  # noqa: F401
+                               drop_restore_point, failed_stage, git_identity_env, recover_champion, remote_url,
+                               save_restore_point, set_param_arg, workspace_lock)
+from reweigh.params import ParamsError, RetrainParams, load_params
+
 REPORT_KEY = "retrain-report"
 FAILURE_KEY = "retrain-failure"
-
-
-class RetrainFailed(RuntimeError):
-    """A retrain step failed; the message names the step (and the DVC stage) and ends with DVC's output."""
-
-    def __init__(self, step: str, detail: str, stage: str | None = None) -> None:
-        self.step, self.stage, self.detail = step, stage, detail
-        where = f"step '{step}'" + (f", DVC stage '{stage}'" if stage else "")
-        super().__init__(f"retrain failed at {where}: {detail}")
-
-
-# ---------------------------------------------------------------- running DVC
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The run's logger inside a flow run (its lines show in the UI), else a plain one."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("reweigh.retrain")
-
-
-def dvc(args: list[str], cwd: Path, step: str, env: dict[str, str] | None = None, timeout: float | None = None) -> str:
-    """Run `dvc ARGS` in `cwd`, stream each output line into the run's log, return the output.
-
-    On a non-zero exit raise RetrainFailed with the step, the DVC stage named in DVC's error (if any)
-    and the last lines of output.
-    """
-    logger = _logger()
-    command = [sys.executable, "-m", "dvc", *args]
-    logger.info("$ dvc %s", " ".join(args))
-    lines: list[str] = []
-    tail: deque[str] = deque(maxlen=30)
-    deadline = time.monotonic() + timeout if timeout else None
-    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            lines.append(line)
-            if line.strip():
-                tail.append(line)
-                logger.info("%s", line)
-            if deadline and time.monotonic() > deadline:
-                proc.kill()
-                raise RetrainFailed(step, f"`dvc {' '.join(args)}` ran past {timeout:.0f} s and was stopped")
-        code = proc.wait()
-    output = "\n".join(lines)
-    if code != 0:
-        stage = failed_stage(output)
-        raise RetrainFailed(step, f"`dvc {' '.join(args)}` exited {code}:\n" + "\n".join(tail), stage)
-    return output
-
-
-def failed_stage(output: str) -> str | None:
-    """The stage DVC names in 'failed to reproduce 'train@gru'' (or similar), if it names one."""
-    found = re.findall(r"failed to (?:reproduce|run)[^']*'([^']+)'", output)
-    return found[-1] if found else None
-
-
-def dvc_json(args: list[str], cwd: Path, step: str) -> Any:
-    """A `dvc … --json` command's result, parsed (quietly: no output in the log)."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], cwd=cwd, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise RetrainFailed(step, f"`dvc {' '.join(args)} --json` exited {result.returncode}: {result.stderr.strip()[-2000:]}")
-    return json.loads(result.stdout or "{}")
-
-
-def git_identity_env() -> dict[str, str]:
-    """`dvc exp run` commits experiments: give git a committer on machines that have none configured."""
-    env = dict(os.environ)
-    has_identity = subprocess.run(["git", "config", "user.email"], capture_output=True).returncode == 0
-    if not has_identity:
-        for who in ("AUTHOR", "COMMITTER"):
-            env.setdefault(f"GIT_{who}_NAME", "reweigh retrain")
-            env.setdefault(f"GIT_{who}_EMAIL", "retrain@reweigh.invalid")
-    return env
-
-
-# ---------------------------------------------------------------- parameters
-
-
-def collect_overrides(workdir: Path, overrides: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
-    """The `key.path: value` overrides of this run, checked against params.yaml's schema before anything runs."""
-    merged = dict(overrides or {})
-    for key, value in named.items():
-        if value is None:
-            continue
-        if key in ("embedding_dim", "hidden_size"):
-            merged.update({f"model.{m}.{key}": value for m in MODEL_NAMES})
-        else:
-            merged[{"dataset": "dataset.name", "epochs": "train.epochs", "vocab_size": "tokenize.vocab_size",
-                    "device": "train.device"}[key]] = value
-    params_file = workdir / "params.yaml"
-    raw = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
-    for key, value in merged.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RetrainFailed("parameters", f"override '{key}': '{part}' is not a section of params.yaml")
-        node[leaf] = value
-    try:
-        Params.model_validate(raw)
-    except ValidationError as exc:  # the same message `reweigh` gives for a bad params.yaml
-        raise RetrainFailed("parameters", format_errors(params_file, exc)) from None
-    return merged
-
-
-def set_param_arg(key: str, value: Any) -> str:
-    """One `-S key=value`: strings as they are, everything else as JSON (which DVC reads as YAML)."""
-    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-
-
-# ---------------------------------------------------------------- the lock
-
-
-@contextlib.contextmanager
-def workspace_lock(workdir: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive lock on the workspace; wait up to `timeout` s for another retrain to finish."""
-    path = workdir / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logger = _logger()
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                if time.monotonic() >= deadline:
-                    raise RetrainFailed("lock", f"another retrain holds {path} ({holder}); waited {timeout:.0f} s") from None
-                if not waited:
-                    logger.warning("another retrain holds %s (%s): waiting up to %.0f s", path, holder, timeout)
-                    waited = True
-                time.sleep(2)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, flow run {flow_run.get_name() or '?'}, since {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+ALWAYS_CHANGED = "always changed"
 
 
 # ---------------------------------------------------------------- the steps
@@ -206,102 +59,184 @@ def dvc_pull(workdir: Path, remote: str | None) -> None:
     dvc(["pull", *(["-r", remote] if remote else [])], workdir, "pull")
 
 
-@task(name="dvc repro", cache_policy=NO_CACHE)
-def dvc_repro(workdir: Path, overrides: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-    """`dvc repro`, or `dvc exp run -S …` when there are overrides; what ran and the experiment's name."""
-    if overrides:
-        args = ["exp", "run"] + [a for k, v in overrides.items() for a in ("-S", set_param_arg(k, v))]
-        output = dvc(args, workdir, "reproduce", env=git_identity_env(), timeout=timeout)
-        found = re.search(r"Ran experiment\(s\):\s*(\S+)", output)
-        return {"command": "dvc " + " ".join(args), "experiment": found.group(1) if found else None}
-    dvc(["repro"], workdir, "reproduce", timeout=timeout)
-    return {"command": "dvc repro", "experiment": None}
-
-
-@task(name="dvc metrics diff", cache_policy=NO_CACHE)
-def dvc_metrics_diff(workdir: Path, baseline: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """{metrics file: {metric: {old, new, diff}}} from `dvc metrics diff BASELINE --all` (workspace = new)."""
-    has_baseline = subprocess.run(["git", "rev-parse", "--verify", "--quiet", baseline], cwd=workdir, capture_output=True).returncode == 0
-    if has_baseline:
-        diff = dvc_json(["metrics", "diff", baseline, "--all"], workdir, "compare")
-    else:  # no commit to compare with yet: every metric is new
-        shown = dvc_json(["metrics", "show"], workdir, "compare")
-        files = next(iter(shown.values()), {}).get("data", {})
-        diff = {f: {k: {"old": None, "new": v} for k, v in _flatten(d.get("data", {})).items()} for f, d in files.items()}
+@task(name="anything new?", cache_policy=NO_CACHE)
+def check_for_news(workdir: Path) -> dict[str, Any]:
+    """{sources: [changed source], stale: [stage whose code, params or outputs are not as dvc.lock says]}."""
+    result = subprocess.run([sys.executable, "-m", "flows.sources", "--check"], cwd=workdir, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RetrainFailed("check", f"`python -m flows.sources --check` exited {result.returncode}: {result.stderr.strip()[-2000:]}")
+    sources = json.loads(result.stdout)
     logger = _logger()
-    for file, metrics in diff.items():
-        for name, values in metrics.items():
-            logger.info("%s %s: %s → %s", file, name, values.get("old"), values.get("new"))
-    return diff
+    for warning in sources["warnings"]:
+        logger.warning("%s", warning)
+    for change in sources["changed"]:
+        logger.info("source %s changed: %s → %s", change["source"], change["old"], change["new"])
+    status = dvc_json(["status"], workdir, "check")
+    stale = sorted(stage for stage, what in status.items() if what != [ALWAYS_CHANGED])
+    if stale:
+        logger.info("stages not up to date with dvc.lock: %s", ", ".join(stale))
+    return {"sources": sources["changed"], "stale": stale, "current": sources["current"]}
 
 
-@task(name="dvc push", cache_policy=NO_CACHE)
-def dvc_push(workdir: Path, remote: str | None) -> None:
-    dvc(["push", *(["-r", remote] if remote else [])], workdir, "push")
+@task(name="challenger: dvc exp run --temp", cache_policy=NO_CACHE)
+def run_challenger(workdir: Path, name: str, overrides: dict[str, Any], copy_paths: list[str], timeout: float | None) -> str:
+    """The pipeline as a DVC experiment in a temporary copy of the project; the command it ran."""
+    args = ["exp", "run", "--temp", "-n", name]
+    args += [a for k, v in overrides.items() for a in ("-S", set_param_arg(k, v))]
+    args += [a for p in copy_paths for a in ("-C", p)]
+    dvc(args, workdir, "challenger", env=git_identity_env(), timeout=timeout)
+    return "dvc " + " ".join(args)
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
+@task(name="champion vs challenger", cache_policy=NO_CACHE)
+def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float) -> dict[str, Any]:
+    """What changed (sources, rows, metrics) and the decision, both sides scored on the newest test split."""
+    tracked = judge.metrics_files(workdir) + [judge.SOURCES]
+    challenger = judge.challenger_side(workdir, judge.experiment_rev(workdir, name), tracked)
+    champion = judge.champion_side(workdir, tracked)
+    cache = judge.cache_dir(workdir)
+    new_table = judge.cached_file(workdir, cache, challenger, judge.INGESTED)
+    if new_table is None:
+        raise RetrainFailed("compare", f"the experiment {name} has no {judge.INGESTED} in the DVC cache")
+    old_table = (judge.cached_file(workdir, cache, champion, judge.INGESTED) or workdir / judge.INGESTED) if champion else None
+    scratch = workdir / ".dvc" / "tmp" / "reweigh-judge"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        texts, labels = judge.newest_test_split(new_table)
+        scores: dict[str, Any] = {"challenger": judge.score(judge.materialise(workdir, cache, challenger, scratch / "challenger"), texts, labels)}
+        champion_models = judge.materialise(workdir, cache, champion, scratch / "champion") if champion else None
+        scores["champion"] = judge.score(champion_models, texts, labels) if champion_models else None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    from flows.sources import changes as source_changes
+
+    decision = judge.decide(rule, metric, tolerance, scores["champion"], scores["challenger"])
+    return {
+        "decision": decision,
+        "scores": scores,
+        "test_rows": len(texts),
+        "rows": judge.data_rows(judge.split_label_counts(old_table), judge.split_label_counts(new_table)),
+        "sources": source_changes(json.loads(champion.files[judge.SOURCES]) if champion and judge.SOURCES in champion.files else None,
+                                  json.loads(challenger.files.get(judge.SOURCES, "{}"))),
+        "metrics": judge.metric_changes(champion, challenger, judge.metrics_files(workdir)),
+    }
+
+
+@task(name="promote: dvc exp apply + push", cache_policy=NO_CACHE)
+def promote_challenger(workdir: Path, name: str, push: bool, remote: str | None) -> str | None:
+    """Apply the challenger to the workspace and push it; the remote's URL when pushed.
+
+    The champion's files are set aside first, and dropped only once everything succeeded: a run killed in
+    between leaves the restore point, and the next retrain puts the champion back before anything else."""
+    save_restore_point(workdir)
+    dvc(["exp", "apply", name], workdir, "promote", env=git_identity_env())
+    pushed_to = None
+    if push:
+        dvc(["push", *(["-r", remote] if remote else [])], workdir, "push")
+        pushed_to = remote_url(workdir, remote)
+    drop_restore_point(workdir)
+    return pushed_to
+
+
+def local_copy_paths(workdir: Path, sources: list[str]) -> list[str]:
+    """Relative local sources inside the project: `dvc exp run --temp` copies only what git or DVC tracks."""
+    out = []
+    for source in sources:
+        path = Path(source)
+        if not path.is_absolute() and "://" not in source and (workdir / path).exists():
+            out.append(path.as_posix())
     return out
 
 
-# ---------------------------------------------------------------- the report
+def declared_sources(workdir: Path) -> list[str]:
+    from adapters.registry import get_adapter
+    from adapters.sources import declared_sources as declared
+
+    cwd = Path.cwd()
+    try:  # relative options (a table's path) are relative to the project root
+        os.chdir(workdir)
+        dataset = load_params(workdir / "params.yaml").dataset
+        return declared(get_adapter(dataset.name, dataset.options))
+    except Exception:  # the check step has already reported an adapter that cannot load
+        return []
+    finally:
+        os.chdir(cwd)
 
 
-def _fmt(value: Any) -> str:
+# ---------------------------------------------------------------- the artifact
+
+
+def _num(value: Any) -> str:
     if value is None:
         return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def metrics_table(diff: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """One row per metric, the changed ones first."""
-    lines = ["| file | metric | old | new | change |", "|---|---|---|---|---|"]
-    rows = [(v.get("old") == v.get("new"), file, name, v) for file, metrics in diff.items() for name, v in metrics.items()]
-    for _, file, name, v in sorted(rows, key=lambda row: row[:3]):
-        change = v.get("diff")
-        shown = "" if change is None else (f"{change:+.4g}" if isinstance(change, (int, float)) else str(change))
-        lines.append(f"| {file} | {name} | {_fmt(v.get('old'))} | {_fmt(v.get('new'))} | {shown} |")
-    if len(lines) == 2:
-        lines.append("| — | no metrics declared in dvc.yaml | | | |")
+def _change(old: Any, new: Any) -> str:
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
+        return f"{new - old:+.4g}"
+    return ""
+
+
+def summary_line(outcome: str, result: dict[str, Any] | None, news: dict[str, Any]) -> str:
+    """One line for the log and the artifact's first line."""
+    if outcome == "nothing new":
+        return "nothing new: the sources are unchanged and every stage is up to date; the champion stays"
+    rows = result["rows"]
+    added = sum(after - before for _, _, before, after in rows)
+    by_split: dict[str, int] = {}
+    for split, _, before, after in rows:
+        by_split[split] = by_split.get(split, 0) + after - before
+    data = f"{added:+,} rows (" + ", ".join(f"{s} {n:+,}" for s, n in by_split.items() if n) + ")" if added or any(by_split.values()) else "no row count changed"
+    d = result["decision"]
+    judged = f"{d.challenger[0]} {d.metric} {d.challenger[1]:.4f}" + (f" vs champion {d.champion[0]} {d.champion[1]:.4f}" if d.champion else "")
+    return f"{outcome}: {data}; {judged}; {len(result['metrics'])} metric value(s) changed"
+
+
+def report_markdown(root: Path, outcome: str, summary: str, news: dict[str, Any], result: dict[str, Any] | None,
+                    ran: str | None, name: str | None, overrides: dict[str, Any], rule: str, metric: str, tolerance: float,
+                    pushed_to: str | None, timings: dict[str, float]) -> str:
+    title = {"promoted": "promoted", "not promoted": "NOT promoted", "nothing new": "nothing new"}[outcome]
+    lines = [f"# Retrain `{flow_run.get_name() or 'local'}`: {title}", "", f"**{summary}**", ""]
+    if result:
+        d = result["decision"]
+        lines += ["## Decision", "",
+                  f"- rule: `retrain.promote: {rule}`, by the best neural model's `{metric}`, tolerance {tolerance}",
+                  f"- {'promoted' if d.promote else 'not promoted'}: {d.reason}",
+                  f"- scored on the same {result['test_rows']:,} test rows (the new data's test split), with the same code", "",
+                  "| model | champion accuracy | champion macro F1 | challenger accuracy | challenger macro F1 |", "|---|---|---|---|---|"]
+        champ = result["scores"]["champion"] or {}
+        for model, s in result["scores"]["challenger"].items():
+            c = champ.get(model, {})
+            lines.append(f"| {model} | {_num(c.get('accuracy'))} | {_num(c.get('macro_f1'))} | {_num(s['accuracy'])} | {_num(s['macro_f1'])} |")
+        if not d.promote:
+            lines += ["", f"The champion stays: the workspace and the DVC remote were not touched. The challenger is the "
+                          f"DVC experiment `{name}`: `dvc exp show`, `dvc exp diff {name}`. To promote it anyway: "
+                          f"`dvc exp apply {name} && dvc push` (then commit), or rerun with `promote=always`."]
+        lines += ["", "## What changed in the data", ""]
+        lines += [f"- source `{c['source']}`: {c['old']} → {c['new']}" for c in result["sources"]] or ["- no source changed"]
+        lines += ["", "| split | label | rows before | rows after | change |", "|---|---|---|---|---|"]
+        lines += [f"| {s} | {lab} | {b:,} | {a:,} | {a - b:+,} |" for s, lab, b, a in result["rows"]]
+        lines += ["", "## Metrics that changed: champion (old) → challenger (new)", "",
+                  "| file | metric | old | new | change |", "|---|---|---|---|---|"]
+        lines += [f"| {f} | {m} | {_num(o)} | {_num(n)} | {_change(o, n)} |" for f, m, o, n in result["metrics"]] or ["| — | no metric changed | | | |"]
+    else:
+        lines += ["- sources: " + ("; ".join(judge_describe(fp) for fp in news["current"].get("sources", [])) or "none declared")]
+    reports = root / "reports"
+    lines += ["", "## Run", "", f"- workspace: `{root}`",
+              f"- report: `{reports / 'report.md'}`",
+              f"- overrides: {', '.join(f'`{k}={v}`' for k, v in overrides.items()) or 'none (params.yaml as it is)'}"]
+    if ran:
+        lines.append(f"- ran: `{ran}` (experiment `{name}`)")
+    lines.append(f"- pushed to DVC remote: `{pushed_to}`" if pushed_to else "- not pushed")
+    lines.append("- steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return "\n".join(lines)
 
 
-def remote_url(workdir: Path, remote: str | None) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=workdir, capture_output=True, text=True, timeout=60)
-    remotes = dict(line.split(None, 1) for line in result.stdout.splitlines() if len(line.split(None, 1)) == 2)
-    if remote:
-        return f"{remote}: {remotes.get(remote, '?').split()[0]}"
-    default = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=workdir, capture_output=True, text=True, timeout=60).stdout.strip()
-    return f"{default}: {remotes.get(default, '?').split()[0]}" if default else "no default remote"
+def judge_describe(fp: dict[str, Any]) -> str:
+    from adapters.sources import describe
 
-
-def report_markdown(workdir: Path, ran: dict[str, Any], overrides: dict[str, Any], diff: dict, timings: dict[str, float],
-                    pushed_to: str | None, baseline: str) -> str:
-    reports = workdir / "reports"
-    readable = [p for p in (reports / "report.md", reports / "index.html", reports / "report.html") if p.exists()]
-    lines = [
-        f"# Retrain `{flow_run.get_name() or 'local'}`: completed",
-        "",
-        f"- workspace: `{workdir}`",
-        f"- ran: `{ran['command']}`" + (f" (experiment `{ran['experiment']}`)" if ran.get("experiment") else ""),
-        f"- overrides: {', '.join(f'`{k}={v}`' for k, v in overrides.items()) or 'none (params.yaml as it is)'}",
-        f"- report: `{readable[0] if readable else reports}`" + (" (metrics: " + ", ".join(f"`{workdir / f}`" for f in sorted(diff)) + ")" if diff else ""),
-        f"- pushed to DVC remote: `{pushed_to}`" if pushed_to else "- not pushed (push=false)",
-        f"- steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
-        "",
-        f"## Metrics: `{baseline}` (old) → this run (new)",
-        "",
-        metrics_table(diff),
-    ]
-    return "\n".join(lines)
+    return describe(fp)
 
 
 # ---------------------------------------------------------------- the flow
@@ -314,6 +249,13 @@ def accelerator() -> str:
     except ImportError:  # pragma: no cover - torch is a dependency
         return "cpu (torch missing)"
     return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+
+
+def _settings(root: Path) -> RetrainParams:
+    try:
+        return load_params(root / "params.yaml").retrain
+    except ParamsError as exc:
+        raise RetrainFailed("parameters", str(exc)) from None
 
 
 @flow(name="retrain", log_prints=True)
@@ -329,7 +271,9 @@ def retrain_flow(
     pull: bool = False,
     push: bool = True,
     remote: str | None = None,
-    baseline: str = "HEAD",
+    promote: str | None = None,
+    promote_metric: str | None = None,
+    tolerance: float | None = None,
     lock_timeout: float = 600.0,
     stage_timeout: float | None = None,
 ) -> dict[str, Any]:
@@ -337,9 +281,10 @@ def retrain_flow(
 
     overrides: params.yaml keys → values, e.g. {"tokenize.vocab_size": 8000, "train.lr": 0.001}; they and
     the named parameters (dataset → dataset.name, epochs → train.epochs, embedding_dim / hidden_size →
-    every model, vocab_size → tokenize.vocab_size, device → train.device: auto, cpu or cuda) run `dvc exp run -S …`.
-    pull / push: `dvc pull` before and `dvc push` after (to `remote`, else the default remote).
-    baseline: the git revision whose recorded metrics are "old" in the comparison.
+    every model, vocab_size → tokenize.vocab_size, device → train.device) are set in the challenger.
+    promote: always | if_not_worse; promote_metric: accuracy | macro_f1; tolerance: how much worse the
+    challenger may be (default: retrain.* in params.yaml).
+    pull / push: `dvc pull` before and `dvc push` after a promotion (to `remote`, else the default remote).
     """
     root = Path(workdir or os.environ.get("REWEIGH_WORKDIR") or Path.cwd()).resolve()
     logger = _logger()
@@ -347,27 +292,44 @@ def retrain_flow(
         raise RetrainFailed("setup", f"{root} has no dvc.yaml: pass workdir= the project root")
     timings: dict[str, float] = {}
     step = "parameters"
+    ran = name = pushed_to = result = None
     try:
+        settings = _settings(root)
+        rule = promote or settings.promote
+        metric = promote_metric or settings.promote_metric
+        tol = settings.tolerance if tolerance is None else tolerance
+        if rule not in ("always", "if_not_worse") or metric not in ("accuracy", "macro_f1"):
+            raise RetrainFailed("parameters", f"promote={rule!r} / promote_metric={metric!r}: use always | if_not_worse and accuracy | macro_f1")
         changes = collect_overrides(root, overrides or {}, {"dataset": dataset, "epochs": epochs, "embedding_dim": embedding_dim,
                                                             "hidden_size": hidden_size, "vocab_size": vocab_size, "device": device})
-        logger.info("workspace %s; overrides %s; training on %s", root, changes or "none", accelerator())
+        logger.info("workspace %s; overrides %s; promote %s by %s (tolerance %s); training on %s",
+                    root, changes or "none", rule, metric, tol, accelerator())
         with workspace_lock(root, lock_timeout):
+            step = "recover"
+            if recover_champion(root):
+                timings["recover"] = 0.0  # shown in the artifact: this run first undid a cut-off promotion
             if pull:
                 step, started = "pull", time.perf_counter()
                 dvc_pull(root, remote)
                 timings["pull"] = time.perf_counter() - started
-            step, started = "reproduce", time.perf_counter()
-            ran = dvc_repro(root, changes, stage_timeout)
-            timings["reproduce"] = time.perf_counter() - started
-            step, started = "compare", time.perf_counter()
-            diff = dvc_metrics_diff(root, baseline)
-            timings["compare"] = time.perf_counter() - started
-            pushed_to = None
-            if push:
-                step, started = "push", time.perf_counter()
-                dvc_push(root, remote)
-                pushed_to = remote_url(root, remote)
-                timings["push"] = time.perf_counter() - started
+            step, started = "check", time.perf_counter()
+            news = check_for_news(root)
+            timings["check"] = time.perf_counter() - started
+            if not changes and not news["sources"] and not news["stale"]:
+                outcome = "nothing new"
+            else:
+                step, started = "challenger", time.perf_counter()
+                name = f"retrain-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+                ran = run_challenger(root, name, changes, local_copy_paths(root, declared_sources(root)), stage_timeout)
+                timings["challenger"] = time.perf_counter() - started
+                step, started = "compare", time.perf_counter()
+                result = compare(root, name, rule, metric, tol)
+                timings["compare"] = time.perf_counter() - started
+                outcome = "promoted" if result["decision"].promote else "not promoted"
+                if result["decision"].promote:
+                    step, started = "promote", time.perf_counter()
+                    pushed_to = promote_challenger(root, name, push, remote)
+                    timings["promote"] = time.perf_counter() - started
     except RetrainFailed as exc:
         _publish_failure(exc, root)
         raise
@@ -375,13 +337,23 @@ def retrain_flow(
         failure = RetrainFailed(step, f"{type(exc).__name__}: {exc}")
         _publish_failure(failure, root)
         raise failure from exc
+    summary = summary_line(outcome, result, news)
     create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=report_markdown(root, ran, changes, diff, timings, pushed_to, baseline),
-        description="Retrain: metrics old vs new, the report's location, what ran",
+        markdown=report_markdown(root, outcome, summary, news, result, ran, name, changes, rule, metric, tol, pushed_to, timings),
+        description=f"Retrain: {summary}",
     )
-    print(f"retrain: done in {sum(timings.values()):.1f} s ({ran['command']})")
-    return {"workdir": str(root), **ran, "overrides": changes, "metrics": diff, "timings": timings, "pushed_to": pushed_to}
+    if result:
+        for file, metric_name, old, new in result["metrics"]:
+            logger.info("%s %s: %s → %s", file, metric_name, _num(old), _num(new))
+    print(f"retrain: {summary} ({sum(timings.values()):.1f} s)")
+    out = {"workdir": str(root), "outcome": outcome, "summary": summary, "experiment": name, "command": ran,
+           "overrides": changes, "timings": timings, "pushed_to": pushed_to,
+           "metrics": [list(m) for m in result["metrics"]] if result else []}
+    if outcome == "not promoted":
+        return Failed(name="NotPromoted", message=f"not promoted: {result['decision'].reason}. The champion stays; "
+                                                  f"the challenger is DVC experiment {name}.")
+    return out
 
 
 def _publish_failure(exc: RetrainFailed, root: Path) -> None:

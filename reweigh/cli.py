@@ -89,6 +89,7 @@ def validate_dataset(
 
     from adapters.base import AdapterError
     from adapters.download import DownloadError
+    from adapters.hygiene import Hygiene
     from adapters.inspection import load_and_validate, print_report, write_data_docs
     from flows.common import cache_dir
     from reweigh.io import write_json
@@ -96,9 +97,11 @@ def validate_dataset(
 
     console = Console()
     options: dict = {}
+    hygiene = None
     try:
         if params_file.exists():
-            dataset = load_params(params_file).dataset
+            params = load_params(params_file)
+            dataset, hygiene = params.dataset, Hygiene.from_params(params.dataset, params.clean.steps)
             if name is None or name == dataset.name:
                 name, options = dataset.name, dict(dataset.options)
         elif name is None:
@@ -109,7 +112,7 @@ def validate_dataset(
                 raise ParamsError(f"--option {item!r}: write KEY=VALUE, e.g. -o path=data/raw/reviews.csv")
             options[key.strip()] = yaml.safe_load(value)
         console.print(f"validating dataset '{name}' with options {options}", highlight=False)
-        adapter, df, report = load_and_validate(name, options, cache_dir())
+        adapter, df, report = load_and_validate(name, options, cache_dir(), hygiene)
     except (AdapterError, ParamsError, DownloadError) as exc:
         _fail(console, exc)
     print_report(report, console)
@@ -191,10 +194,15 @@ def retrain_once(
     pull: bool = typer.Option(False, "--pull/--no-pull", help="dvc pull before reproducing"),
     push: bool = typer.Option(True, "--push/--no-push", help="dvc push after a successful run"),
     remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote; default: the default remote"),
+    promote: str | None = typer.Option(None, "--promote", help="always | if_not_worse; default: retrain.promote in params.yaml"),
     workdir: Path = typer.Option(Path("."), "--workdir", help="the project root"),
 ) -> None:
-    """Retrain once now, as the deployment would: pull, repro / exp run, metrics diff, push."""
+    """Retrain once now, as the deployment would: anything new? → challenger → judged → promoted or not.
+
+    Exits 0 when promoted or when there was nothing new, 3 when the challenger was not promoted."""
     import yaml
+
+    from prefect.exceptions import FailedRun
 
     from flows.retrain import RetrainFailed, retrain_flow
 
@@ -205,9 +213,12 @@ def retrain_once(
             _fail_plain(ValueError(f"--set {item!r}: write KEY=VALUE, e.g. -S tokenize.vocab_size=8000"))
         overrides[key.strip()] = yaml.safe_load(value)
     try:
-        retrain_flow(workdir=str(workdir.resolve()), overrides=overrides, pull=pull, push=push, remote=remote)
+        retrain_flow(workdir=str(workdir.resolve()), overrides=overrides, pull=pull, push=push, remote=remote, promote=promote)
     except RetrainFailed as exc:
         _fail_plain(exc)
+    except FailedRun as exc:  # the challenger was judged and not promoted: the champion stays
+        typer.echo(f"retrain: {exc}", err=True)
+        raise typer.Exit(3)
 
 
 def _fail_plain(exc: Exception) -> NoReturn:

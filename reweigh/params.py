@@ -28,6 +28,13 @@ class DatasetParams(_Strict):
     train_limit: int = Field(0, ge=0, description=(
         "labelled training rows kept (seeded, stratified by label) before the validation split is carved from "
         "them, e.g. 1000 = 900 train + 100 val; test and unsup untouched; 0 = all"))
+    dedupe: Literal["none", "drop_overlap", "drop_all"] = Field("none", description=(
+        "texts equal after clean.steps in two splits: none = warn only; drop_overlap = drop the test and val copies of "
+        "train texts and the val copies of test texts; drop_all = also later copies within a split (adapters/hygiene.py)"))
+    normalize_labels: bool = Field(False, description=(
+        "merge labels equal up to case and surrounding whitespace ('pos', 'Pos ') into the declared label, else the "
+        "most frequent spelling, stripped; before the declared labels are checked"))
+    min_class_rows: int = Field(10, ge=0, description="warn when a class has fewer rows in train, val or test; 0 = off")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -102,9 +109,51 @@ class AttentionGRUParams(GRUParams):
         return self
 
 
+class CNNParams(_Strict):
+    """A Kim-style text CNN (models/cnn.py); trained only when named: python -m flows.train cnn."""
+    init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
+    embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
+    embedding_dim: int = Field(64, ge=1)
+    embedding_dropout: float = Field(0.0, ge=0, lt=1, description="share of token vectors dropped while training")
+    widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1, description="kernel widths, one convolution each")
+    filters: int = Field(100, ge=1, description="filters per kernel width")
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _widths_positive(self) -> "CNNParams":
+        if min(self.widths) < 1:
+            raise ValueError(f"widths {self.widths}: every kernel width must be >= 1")
+        return self
+
+
+class TransformerParams(_Strict):
+    """A small encoder-only Transformer (models/transformer.py); trained only when named: python -m flows.train transformer."""
+    init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
+    embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
+    embedding_dim: int = Field(64, ge=1, description="also the model width D; heads must divide it")
+    embedding_dropout: float = Field(0.0, ge=0, lt=1, description="share of token vectors dropped while training")
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    ff: int = Field(128, ge=1, description="hidden width of each block's MLP")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    positional_encoding: Literal["sinusoidal", "learned", "none"] = "sinusoidal"
+    max_len: int = Field(512, ge=1, description="longest review the positions cover; must be >= tokenize.max_length")
+    pooling: Literal["mean", "attention"] = "mean"
+    scale: bool = Field(True, description="divide attention scores by sqrt(head width); false only for the ablation")
+    mask_padding: bool = Field(True, description="mask padded keys; false only to show that padding then changes predictions")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerParams":
+        if self.embedding_dim % self.heads:
+            raise ValueError(f"heads={self.heads} must divide the model width embedding_dim {self.embedding_dim}")
+        return self
+
+
 class ModelParams(_Strict):
     gru: GRUParams = GRUParams()
     gru_attention: AttentionGRUParams = AttentionGRUParams()
+    cnn: CNNParams = CNNParams()  # not in MODEL_NAMES: built and trained only when named
+    transformer: TransformerParams = TransformerParams()
 
 
 class BaselineParams(_Strict):
@@ -115,8 +164,12 @@ class BaselineParams(_Strict):
 
 
 class ReportParams(_Strict):
-    target_precision: float = Field(0.9, gt=0, lt=1)
-    target_recall: float = Field(0.9, gt=0, lt=1)
+    target_precision: float = Field(0.9, gt=0, lt=1, description="the lowest threshold reaching it is chosen on validation, reported on test")
+    target_recall: float = Field(0.9, gt=0, lt=1, description="the highest threshold reaching it is chosen on validation, reported on test")
+    significance: float = Field(0.05, gt=0, le=0.2, description=(
+        "a difference between two models is called significant when McNemar's p is below this (and its bootstrap "
+        "interval excludes 0); confidence intervals cover 1 - this (0.05: 95%)"))
+    bootstrap_samples: int = Field(1000, ge=100, le=100000, description="paired bootstrap resamples of the test rows (seeded by `seed`)")
     attention_examples: int = Field(3, ge=0)
     probe_tokens: list[str] = Field(default_factory=list, description="tokens whose nearest neighbours the report shows; [] = each class's 3 strongest cues")
     projection_tokens: int = Field(300, ge=2, description="most frequent training tokens drawn in the embedding-space figure")
@@ -132,6 +185,11 @@ class RetrainParams(_Strict):
     push: bool = Field(True, description="dvc push after a successful run")
     remote: str | None = Field(None, description="DVC remote for pull/push; null = the default remote")
     lock_timeout: float = Field(600, ge=0, description="seconds a retrain waits for another one in the same workspace")
+    promote: Literal["always", "if_not_worse"] = Field(
+        "if_not_worse", description="when the challenger replaces the champion (docs/retraining.md)")
+    promote_metric: Literal["accuracy", "macro_f1"] = Field(
+        "macro_f1", description="judged on the best neural model of each side, on the new test split")
+    tolerance: float = Field(0.005, ge=0, le=1, description="how much worse (in promote_metric) a challenger may be and still be promoted")
 
     @model_validator(mode="after")
     def _cron_has_five_fields(self) -> "RetrainParams":

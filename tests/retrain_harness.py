@@ -1,16 +1,28 @@
 """A real Prefect server and a served retrain deployment on a throwaway project, shared by the tests.
 
 `served_retrain` (session scope) starts, once per test session:
-  a `prefect server start` on a free loopback port (temp PREFECT_HOME), a small project (the synthetic
-  IMDB archive) with a temp DVC remote, its baseline `dvc repro` + `dvc push` + git commit, then
-  `reweigh serve`, and one run of the deployment started through the REST API with custom parameters,
-  waited for. The e2e, browser and remote tests read what it left. Everything it started is stopped
-  (serve first, then the server) when the session ends, also after failures.
+  a `prefect server start` on a free loopback port (temp PREFECT_HOME), a small project whose dataset is a
+  CSV outside it (the table adapter, with a split column), a temp DVC remote, its baseline `dvc repro` +
+  `dvc push` + git commit, then `reweigh serve`, and four runs of the deployment started through the REST
+  API, each waited for:
+    1. `new_data`:  100 rows appended to the CSV: the challenger is judged and promoted;
+    2. `nothing_new`: no change: ends in seconds without a challenger;
+    3. `corrupted`: 600 training rows with flipped labels appended: the challenger is worse, not promoted
+       (then the bad rows are taken out of the CSV again);
+    4. `override`:  custom parameters (tokenize.vocab_size=20, pull, promote=always): promoted.
+  Then the promoted workspace is committed (as a user accepts a retrain), so the tests after it see an
+  up-to-date project. What each run left is recorded in
+  `Served.runs` (the flow run, and for `corrupted` a snapshot of workspace and remote before it). The
+  e2e, browser, remote and worker tests read what it left. Everything it started is stopped (serve
+  first, then the server) when the session ends, also after failures.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,13 +35,16 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from conftest import ROOT, Project, make_project
+from conftest import ROOT, Project, make_project, review
 
 # Where tests leave what a person should look at (screenshots, timings); build/ is git-ignored.
 OUTPUT = Path(os.environ.get("REWEIGH_TEST_OUTPUT") or ROOT / "build" / "test-output")
 DEPLOYMENT = "e2e-scheduled"
 CRON = "0 3 * * *"
-RUN_PARAMETERS = {"overrides": {"tokenize.vocab_size": 20}, "pull": True}
+RUN_PARAMETERS = {"overrides": {"tokenize.vocab_size": 20}, "pull": True, "promote": "always"}
+# the synthetic reviews are easy and few: a challenger on more data may differ by a few test rows
+NEW_DATA_PARAMETERS = {"tolerance": 0.05}
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 BIN = Path(sys.executable).parent
 
 
@@ -41,19 +56,30 @@ class Served:
     ui: str
     logs: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
+    data: Path = Path()
     baseline_lock: str = ""
     baseline_metrics: dict = field(default_factory=dict)
     deployment_id: str = ""
     flow_run: dict = field(default_factory=dict)
+    runs: dict[str, dict] = field(default_factory=dict)
+    snapshots: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.api}{path}", timeout=30)
+        for attempt in range(6):
+            response = httpx.get(f"{self.api}{path}", timeout=30)
+            if response.status_code != 503:
+                break
+            time.sleep(2 + 2 * attempt)
         response.raise_for_status()
         return response.json()
 
     def post(self, path: str, body: dict) -> Any:
-        response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+        for attempt in range(6):  # a loaded 2-core machine: the server's SQLite can time out (503); retry
+            response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+            if response.status_code != 503:
+                break
+            time.sleep(2 + 2 * attempt)
         response.raise_for_status()
         return response.json()
 
@@ -70,6 +96,22 @@ class Served:
 
     def artifacts(self, key: str) -> list[dict]:
         return self.post("/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}})
+
+    def artifact_of(self, run: dict, key: str = "retrain-report") -> str:
+        found = [a for a in self.artifacts(key) if a["flow_run_id"] == run["id"]]
+        assert len(found) == 1, f"run {run['name']} has {len(found)} {key} artifacts"
+        return found[0]["data"]
+
+    def run_deployment(self, parameters: dict, what: str, timeout: float = 600) -> dict:
+        """Start a run of the served deployment through the API and wait until it ends."""
+        run = self.post(f"/deployments/{self.deployment_id}/create_flow_run", {"parameters": parameters})
+
+        def finished() -> dict | None:
+            current = self.get(f"/flow_runs/{run['id']}")
+            return current if current["state_type"] in TERMINAL else None
+
+        return wait_until(finished, timeout, f"the served retrain run ({what}) to finish",
+                          lambda: self.process_logs() + "\n--- run logs\n" + self.run_logs(run["id"]))
 
     def process_logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.logs.glob("*.log")))
@@ -121,10 +163,44 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         pass
 
 
-def _start_served(tmp: Path, archive: Path, served_box: list[Served]) -> Served:
+def reviews(n: int, split: str, seed: int, flip: bool = False) -> list[tuple[str, str, str]]:
+    """n synthetic reviews (half neg, half pos) for the CSV; `flip` gives each the wrong label."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = ("neg", "pos")[i % 2]
+        text = review(rng, label)
+        rows.append((text, {"neg": "pos", "pos": "neg"}[label] if flip else label, split))
+    return rows
+
+
+def write_rows(path: Path, rows: list[tuple[str, str, str]], mode: str = "a") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode, newline="") as fh:
+        writer = csv.writer(fh)
+        if mode == "w":
+            writer.writerow(["text", "label", "split"])
+        writer.writerows(rows)
+
+
+def snapshot(folder: Path, skip: tuple[str, ...] = (".git", ".dvc/tmp", ".dvc/cache")) -> dict[str, str]:
+    """{relative path: md5} of every file under `folder` (the byte-for-byte state of a workspace or remote)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not any(rel == s or rel.startswith(s + "/") for s in skip) and "__pycache__" not in rel:
+            out[rel] = hashlib.md5(path.read_bytes()).hexdigest()
+    return out
+
+
+def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     started = time.monotonic()
-    project = make_project(tmp, {"dataset": {"options": {"archive": str(archive)}},
-                                 "retrain": {"deployment": DEPLOYMENT, "cron": CRON}})
+    data = tmp / "raw" / "reviews.csv"  # outside the project, as a user's growing data usually is
+    write_rows(data, reviews(160, "train", 1) + reviews(60, "test", 2), mode="w")
+    project = make_project(tmp, {"retrain": {"deployment": DEPLOYMENT, "cron": CRON}})
+    project.replace_section("dataset", {"name": "table", "val_fraction": 0.1, "limit": 0, "train_limit": 0,
+                                        "options": {"path": str(data), "split_column": "split"}})
+    project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "dataset: a CSV")
     remote = tmp / "dvc-remote"
     project.dvc("remote", "modify", "--local", "local", "url", str(remote))
     port = free_port()
@@ -138,7 +214,7 @@ def _start_served(tmp: Path, archive: Path, served_box: list[Served]) -> Served:
     })
     logs = tmp / "logs"
     logs.mkdir()
-    served = Served(project, remote, api, f"http://127.0.0.1:{port}", logs)
+    served = Served(project, remote, api, f"http://127.0.0.1:{port}", logs, data=data)
     served_box.append(served)  # from here on, the finalizer stops whatever was started
 
     served.processes.append(start([str(BIN / "prefect"), "server", "start"], project.path, project.env, logs / "server.log"))
@@ -164,18 +240,29 @@ def _start_served(tmp: Path, archive: Path, served_box: list[Served]) -> Served:
 
     served.deployment_id = wait_until(deployment, 120, f"deployment {DEPLOYMENT} to be served", served.process_logs)["id"]
 
-    t = time.monotonic()
-    run = served.post(f"/deployments/{served.deployment_id}/create_flow_run", {"parameters": RUN_PARAMETERS})
-    terminal = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+    def timed(key: str, parameters: dict) -> dict:
+        t = time.monotonic()
+        served.runs[key] = served.run_deployment(parameters, key)
+        served.timings[f"{key}_wall_s"] = time.monotonic() - t
+        served.timings[f"{key}_run_s"] = served.runs[key].get("total_run_time") or 0.0
+        return served.runs[key]
 
-    def finished() -> dict | None:
-        current = served.get(f"/flow_runs/{run['id']}")
-        return current if current["state_type"] in terminal else None
+    write_rows(data, reviews(80, "train", 3) + reviews(20, "test", 4))
+    timed("new_data", NEW_DATA_PARAMETERS)
+    served.snapshots["before_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
+    timed("nothing_new", {})
+    served.snapshots["before_corrupted"] = {"workspace": snapshot(project.path), "remote": snapshot(remote)}
+    clean = data.read_bytes()
+    write_rows(data, reviews(600, "train", 5, flip=True))
+    timed("corrupted", {})
+    served.snapshots["after_corrupted"] = {"workspace": snapshot(project.path), "remote": snapshot(remote)}
+    data.write_bytes(clean)  # the bad rows are taken out
+    # last, as it changes params for good: custom parameters, forced promotion (a tiny vocabulary)
+    served.flow_run = timed("override", RUN_PARAMETERS)
+    served.snapshots["after_override"] = {"lock": (project.path / "dvc.lock").read_text()}
+    project.run("git", "add", "-A")  # the promoted retrains accepted into git, as a user would
+    project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "accept the promoted retrains")
 
-    served.flow_run = wait_until(finished, 420, "the served retrain run to finish",
-                                 lambda: served.process_logs() + "\n--- run logs\n" + served.run_logs(run["id"]))
-    served.timings["served_retrain_wall_s"] = time.monotonic() - t
-    served.timings["served_retrain_run_s"] = served.flow_run.get("total_run_time") or 0.0
     served.timings["harness_total_s"] = time.monotonic() - started
     OUTPUT.mkdir(parents=True, exist_ok=True)
     (OUTPUT / "retrain-timing.json").write_text(json.dumps(served.timings, indent=2))
@@ -186,7 +273,7 @@ _STATE: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="session")
-def served_retrain(request, tmp_path_factory, imdb_archive) -> Served:
+def served_retrain(request, tmp_path_factory) -> Served:
     """One server + served deployment + finished run per session, whichever test module asks first."""
     if "error" in _STATE:
         pytest.fail(f"the served retrain harness failed earlier: {_STATE['error']}")
@@ -200,7 +287,7 @@ def served_retrain(request, tmp_path_factory, imdb_archive) -> Served:
 
         request.config.add_cleanup(cleanup)
         try:
-            _STATE["served"] = _start_served(tmp_path_factory.mktemp("retrain-e2e"), imdb_archive, box)
+            _STATE["served"] = _start_served(tmp_path_factory.mktemp("retrain-e2e"), box)
         except BaseException as exc:
             _STATE["error"] = f"{type(exc).__name__}: {str(exc)[:2000]}"
             raise

@@ -1,8 +1,8 @@
 """The Prefect UI in a real browser: headless Debian Chromium, driven by Playwright (no browser download).
 
 It opens the UI of the server the harness started (tests/retrain_harness.py), finds the retrain
-deployment with its cron schedule, the finished run started with custom parameters, its logs and its
-artifact, and saves screenshots under build/test-output/browser/ (REWEIGH_TEST_OUTPUT overrides).
+deployment with its cron schedule, the run started with custom parameters and its logs, the run whose
+challenger was not promoted (state NotPromoted) and its decision artifact, and saves screenshots under build/test-output/browser/ (REWEIGH_TEST_OUTPUT overrides).
 `make test` installs Debian's chromium when /usr/bin/chromium is missing; in CI (CI set) a missing
 browser fails this test, elsewhere it is skipped with the reason.
 """
@@ -71,7 +71,8 @@ def test_ui_shows_deployment_schedule_run_logs_and_artifact(served_retrain: Serv
 
 
 def _walk_through_the_ui(served_retrain: Served, page) -> None:
-    run = served_retrain.flow_run
+    run = served_retrain.flow_run  # the run with custom parameters, promoted
+    rejected = served_retrain.runs["corrupted"]  # the run whose challenger was worse: NotPromoted
     assert run["state_type"] == "COMPLETED", run["state"]
     ui = served_retrain.ui
 
@@ -80,27 +81,33 @@ def _walk_through_the_ui(served_retrain: Served, page) -> None:
     page.get_by_text(DEPLOYMENT).first.wait_for()
     _shot(page, "1-deployments")
 
-    # the deployment page: its cron schedule (shown in words) and the finished run
+    # the deployment page: its cron schedule (shown in words) and its runs, the rejected one flagged
     page.goto(f"{ui}/deployments/deployment/{served_retrain.deployment_id}")
     page.get_by_text(re.compile(r"At 03:00 AM|0 3 \* \* \*")).first.wait_for()
-    page.get_by_text(run["name"]).first.wait_for()
+    page.get_by_text(rejected["name"]).first.wait_for()
+    page.get_by_text("NotPromoted").first.wait_for()
     _shot(page, "2-deployment-schedule-runs")
 
-    # the flow run: completed, with the custom parameters and the DVC steps in its logs
+    # the flow run with custom parameters: completed, the DVC steps in its logs
     page.goto(f"{ui}/runs/flow-run/{run['id']}")
     page.get_by_text("Completed").first.wait_for()
-    page.get_by_text("$ dvc exp run -S tokenize.vocab_size=20").first.wait_for()
+    page.get_by_text("-S tokenize.vocab_size=20").first.wait_for()
     _shot(page, "3-flow-run-logs")
 
-    # the artifact: the metrics table old vs new
-    artifact = next(a for a in served_retrain.artifacts("retrain-report") if a["flow_run_id"] == run["id"])
-    page.goto(f"{ui}/artifacts/artifact/{artifact['id']}")
-    page.get_by_text(re.compile(r"Metrics:\s*HEAD\s*\(old\)")).first.wait_for()
-    page.get_by_text("tokenize.vocab_size=20").first.wait_for()
-    page.get_by_text("vocab_size", exact=True).first.wait_for()
-    artifact_shot = _shot(page, "4-artifact")
+    # the rejected run: its state says why it needs a person
+    page.goto(f"{ui}/runs/flow-run/{rejected['id']}")
+    page.get_by_text("NotPromoted").first.wait_for()
+    _shot(page, "4-rejected-run")
 
-    # one picture for the docs: the deployment with its schedule and run, above the run's artifact
+    # its decision artifact: the rule, both sides' scores, the rows added, the metrics that changed
+    artifact = next(a for a in served_retrain.artifacts("retrain-report") if a["flow_run_id"] == rejected["id"])
+    page.goto(f"{ui}/artifacts/artifact/{artifact['id']}")
+    page.get_by_text(re.compile(r"NOT promoted")).first.wait_for()
+    page.get_by_text(re.compile(r"worse than the champion")).first.wait_for()
+    page.get_by_text("What changed in the data").first.wait_for()
+    artifact_shot = _shot(page, "5-decision-artifact")
+
+    # one picture for the docs: the deployment with its schedule and runs, above the decision artifact
     _stack([SHOTS / "2-deployment-schedule-runs.png", artifact_shot], SHOTS / "prefect-ui.png")
 
 

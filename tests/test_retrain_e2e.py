@@ -1,11 +1,13 @@
-"""The retrain deployment end to end: a real Prefect server, `reweigh serve`, a run started through the API.
+"""The retrain deployment end to end: a real Prefect server, `reweigh serve`, runs started through the API.
 
-The harness (tests/retrain_harness.py) committed a baseline `dvc repro`, then started a run of the served
-deployment with `tokenize.vocab_size=20` and `pull=true`; here we check what that run changed.
+The harness (tests/retrain_harness.py) committed a baseline `dvc repro` of a CSV-backed project, then ran
+the served deployment four times: after 100 new rows, with nothing new, after 600 mislabelled rows, and
+with overrides (promote=always). Here we check what each run did and left.
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -13,7 +15,14 @@ import yaml
 
 from retrain_harness import DEPLOYMENT, CRON, RUN_PARAMETERS, Served, served_retrain  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+
+def _completed(served: Served, key: str) -> dict:
+    run = served.runs[key]
+    assert run["state_type"] == "COMPLETED", (
+        f"retrain run {key} ended {run['state_type']}: {run['state'].get('message')}\n" + served.run_logs(run["id"])[-6000:])
+    return run
 
 
 def test_deployment_is_served_with_the_cron_schedule_from_params(served_retrain: Served) -> None:
@@ -28,57 +37,77 @@ def test_deployment_is_served_with_the_cron_schedule_from_params(served_retrain:
     assert flow["name"] == "retrain"
 
 
-def test_served_run_completes_and_records_new_params_lock_and_metrics(served_retrain: Served) -> None:
-    run = served_retrain.flow_run
-    assert run["state_type"] == "COMPLETED", (
-        f"retrain run ended {run['state_type']}: {run['state'].get('message')}\n"
-        + served_retrain.run_logs(run["id"])[-6000:])
+def test_override_run_is_an_experiment_promoted_into_the_workspace_and_pushed(served_retrain: Served) -> None:
+    run = _completed(served_retrain, "override")
     assert run["parameters"]["overrides"] == RUN_PARAMETERS["overrides"]
     project = served_retrain.project
-
-    # dvc.lock changed: the tokenize stage (and what follows it) ran again with the new vocabulary size
-    lock = yaml.safe_load((project.path / "dvc.lock").read_text())
+    # the challenger's dvc.lock (applied into the workspace) ran tokenize again with the new vocabulary size
+    lock = yaml.safe_load(served_retrain.snapshots["after_override"]["lock"])
     baseline = yaml.safe_load(served_retrain.baseline_lock)
-    assert lock != baseline
     assert lock["stages"]["tokenize"]["params"]["params.yaml"]["tokenize"]["vocab_size"] == 20
     assert baseline["stages"]["tokenize"]["params"]["params.yaml"]["tokenize"]["vocab_size"] != 20
     assert lock["stages"]["tokenize"]["outs"] != baseline["stages"]["tokenize"]["outs"]
-    # `dvc exp run -S` left the override in the workspace's params.yaml, as DVC documents
+    # `dvc exp apply` left the override in the workspace's params.yaml
     assert yaml.safe_load((project.path / "params.yaml").read_text())["tokenize"]["vocab_size"] == 20
+    experiments = project.dvc("exp", "list", "--all-commits", "--name-only").stdout.split()
+    assert len([e for e in experiments if e.startswith("retrain-")]) >= 3, experiments
+    markdown = served_retrain.artifact_of(run)
+    assert "promoted: " in markdown and "retrain.promote is always" in markdown
+    assert "tokenize.vocab_size=20" in markdown and "dvc exp run --temp" in markdown
+    assert str(served_retrain.remote) in markdown
+    logs = served_retrain.run_logs(run["id"])
+    for step in ("$ dvc pull", "$ dvc exp run --temp", "-S tokenize.vocab_size=20", "$ dvc exp apply", "$ dvc push"):
+        assert step in logs, logs[-4000:]
+    assert "Running stage 'tokenize'" in logs
 
-    # metrics (whatever dvc.yaml declares) changed against the committed baseline
-    diff = json.loads(project.dvc("metrics", "diff", "--json").stdout)
-    assert diff, "dvc metrics diff shows no change after the retrain"
-    changed = {f"{f}:{m}" for f, ms in diff.items() for m, v in ms.items() if v.get("old") != v.get("new")}
-    assert changed, diff
 
-    # the experiment is recorded by DVC
-    experiments = project.dvc("exp", "list", "--name-only").stdout.split()
-    assert experiments, "dvc exp run recorded no experiment"
-
-    # and its outputs were pushed: the remote has every output of the new dvc.lock
-    status = project.dvc("status", "--cloud", "--json")
+def test_new_rows_are_seen_retrained_on_and_reported_old_to_new(served_retrain: Served) -> None:
+    run = _completed(served_retrain, "new_data")
+    markdown = served_retrain.artifact_of(run)
+    assert re.search(r"\*\*promoted: \+100 rows \(test \+20, train \+\d+, val \+\d+\)", markdown), markdown[:600]
+    assert "- source `reviews.csv`: reviews.csv (" in markdown  # old → new fingerprint
+    rows = dict(((s, lab), (int(b.replace(",", "")), int(a.replace(",", ""))))
+                for s, lab, b, a in re.findall(r"^\| (train|val|test) \| (neg|pos) \| ([\d,]+) \| ([\d,]+) \|", markdown, re.M))
+    assert rows[("test", "pos")] == (30, 40) and rows[("test", "neg")] == (30, 40)
+    assert sum(a - b for b, a in rows.values()) == 100
+    # only metrics that changed are listed, champion (old) → challenger (new)
+    section = markdown.split("## Metrics that changed")[1].split("## Run")[0]
+    listed = re.findall(r"^\| (reports/[^|]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", section, re.M)
+    assert listed and all(old.strip() != new.strip() for _, _, old, new in listed)
+    assert "reports/tokenize.json" in {f.strip() for f, _, _, _ in listed}  # more documents: the tokenizer saw them
+    logs = served_retrain.run_logs(run["id"])
+    assert "source reviews.csv changed" in logs and "Running stage 'ingest'" in logs
+    # the promoted challenger was pushed: the remote has every output of the workspace's dvc.lock
+    status = served_retrain.project.dvc("status", "--cloud", "--json")
     assert json.loads(status.stdout or "{}") == {}, status.stdout
 
 
-def test_served_run_publishes_a_metrics_artifact(served_retrain: Served) -> None:
-    run = served_retrain.flow_run
-    artifacts = [a for a in served_retrain.artifacts("retrain-report") if a["flow_run_id"] == run["id"]]
-    assert len(artifacts) == 1, served_retrain.artifacts("retrain-report")
-    markdown = artifacts[0]["data"]
-    assert "| file | metric | old | new | change |" in markdown
-    assert "tokenize.vocab_size=20" in markdown
-    assert "dvc exp run" in markdown
-    assert "report:" in markdown and str(served_retrain.project.path / "reports") in markdown
-    assert str(served_retrain.remote) in markdown
-    for metrics_file in served_retrain.baseline_metrics[""]["data"]:
-        assert f"| {metrics_file} |" in markdown
+def test_a_run_with_nothing_new_ends_in_seconds_without_a_challenger(served_retrain: Served) -> None:
+    run = _completed(served_retrain, "nothing_new")
+    markdown = served_retrain.artifact_of(run)
+    assert "nothing new" in markdown.splitlines()[0]
+    steps = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+) s", markdown.split("- steps: ")[1]))
+    assert set(steps) == {"check"}, steps  # no experiment, no stage: only the check ran
+    print(f"nothing-new run: DVC work {sum(steps.values()):.1f} s, flow run {run['total_run_time']:.1f} s", file=sys.stderr)
+    logs = served_retrain.run_logs(run["id"])
+    assert "dvc exp run" not in logs and "Running stage" not in logs
+    after = served_retrain.project.dvc("exp", "list", "--all-commits", "--name-only").stdout
+    assert after == served_retrain.snapshots["before_nothing_new"]["exps"]
+
+
+def test_a_worse_challenger_is_not_promoted_and_the_champion_is_kept_byte_for_byte(served_retrain: Served) -> None:
+    run = served_retrain.runs["corrupted"]
+    assert run["state_type"] == "FAILED" and run["state_name"] == "NotPromoted", run["state"]
+    assert "worse than the champion" in run["state"]["message"]
+    before, after = served_retrain.snapshots["before_corrupted"], served_retrain.snapshots["after_corrupted"]
+    assert after["workspace"] == before["workspace"]  # dvc.lock, params, reports, data, artifacts: unchanged
+    assert after["remote"] == before["remote"]  # nothing pushed
+    markdown = served_retrain.artifact_of(run)
+    assert markdown.splitlines()[0].endswith("NOT promoted")
+    name = re.search(r"DVC experiment `(retrain-[\d-]+)`", markdown).group(1)
+    assert f"dvc exp apply {name} && dvc push" in markdown  # how to force it
+    assert "+600 rows" in markdown
+    shown = served_retrain.project.dvc("exp", "show", "--all-commits", "--json").stdout
+    assert name in shown  # the challenger is kept as an experiment for inspection
     assert not [a for a in served_retrain.artifacts("retrain-failure") if a["flow_run_id"] == run["id"]]
-
-
-def test_served_run_logs_show_each_dvc_step(served_retrain: Served) -> None:
-    logs = served_retrain.run_logs(served_retrain.flow_run["id"])
-    for step in ("$ dvc pull", "$ dvc exp run -S tokenize.vocab_size=20", "$ dvc push"):
-        assert step in logs, logs[-4000:]
-    assert "Running stage 'tokenize'" in logs
     print(f"served retrain timings: {served_retrain.timings}", file=sys.stderr)

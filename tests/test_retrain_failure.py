@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import fcntl
+import json
+import os
+import signal
+import subprocess
 import sys
 
 import pytest
 
 from conftest import make_project
 from flows.retrain import LOCK_FILE, RetrainFailed, collect_overrides, failed_stage, workspace_lock
-from retrain_harness import Served, served_retrain  # noqa: F401
+from retrain_harness import Served, reviews, served_retrain, snapshot, start, stop, wait_until, write_rows  # noqa: F401
 
 
 def test_failed_stage_is_read_from_dvc_output() -> None:
@@ -50,7 +54,62 @@ def test_a_failing_stage_fails_the_run_naming_step_and_stage(served_retrain: Ser
     result = project.run(sys.executable, "-m", "reweigh.cli", "retrain", "-S", "dataset.name=no_such_adapter", "--no-push",
                          check=False, timeout=500)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "retrain failed at step 'reproduce', DVC stage 'ingest'" in result.stderr, result.stderr[-4000:]
+    assert "retrain failed at step 'challenger', DVC stage 'sources'" in result.stderr, result.stderr[-4000:]
     assert "no_such_adapter" in result.stderr
     failures = [a for a in served_retrain.artifacts("retrain-failure") if "no_such_adapter" in (a["data"] or "")]
-    assert failures and "FAILED at step `reproduce`, DVC stage `ingest`" in failures[0]["data"]
+    assert failures and "FAILED at step `challenger`, DVC stage `sources`" in failures[0]["data"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_retrain_killed_while_training_leaves_the_champion_intact(served_retrain: Served, tmp_path) -> None:
+    project, data = served_retrain.project, served_retrain.data
+    clean = data.read_bytes()
+    before = {"workspace": snapshot(project.path), "remote": snapshot(served_retrain.remote)}
+    write_rows(data, reviews(40, "train", 7))  # new data: the retrain starts a challenger
+    log = tmp_path / "killed-retrain.log"
+    proc = start([sys.executable, "-m", "reweigh.cli", "retrain"], project.path, project.env, log)
+    try:
+        wait_until(lambda: "Running stage 'train@" in log.read_text() or proc.poll() is not None, 600,
+                   "the challenger to start training", lambda: log.read_text()[-3000:])
+        assert proc.poll() is None, f"the retrain ended before it could be killed:\n{log.read_text()[-3000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)  # no cleanup of any kind runs: as a power cut or the OOM killer
+        proc.wait(30)
+    finally:
+        stop(proc)
+        data.write_bytes(clean)
+    assert snapshot(project.path) == before["workspace"]  # dvc.lock, params, reports, data/, artifacts/
+    assert snapshot(served_retrain.remote) == before["remote"]
+    assert json.loads(project.dvc("status", "--json").stdout) == {"sources": ["always changed"]}
+    # the next retrain is not blocked by anything the killed one left: its lock, DVC's locks, the temp copy
+    again = project.run(sys.executable, "-m", "reweigh.cli", "retrain", "--no-push", check=False, timeout=300)
+    assert again.returncode == 0 and "nothing new" in again.stdout + again.stderr, again.stderr[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_a_promotion_cut_off_midway_is_undone_by_the_next_run(tmp_path) -> None:
+    from flows.retrain_dvc import RESTORE_POINT, recover_champion, save_restore_point
+
+    def run(*args: str) -> None:
+        subprocess.run(args, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  make:\n    cmd: echo champion > out.txt\n    outs: [out.txt]\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "metrics.json").write_text('{"accuracy": 0.9}\n')
+    run(sys.executable, "-m", "dvc", "repro", "-q")
+    champion = {p: (tmp_path / p).read_bytes() for p in ("dvc.lock", "params.yaml", "reports/metrics.json", "out.txt")}
+    assert not recover_champion(tmp_path)  # no restore point: nothing to undo
+
+    save_restore_point(tmp_path)
+    # killed halfway through `dvc exp apply`: some files are the challenger's, one is new, the output is another
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    (tmp_path / "reports" / "metrics.json").write_text('{"accuracy": 0.5}\n')
+    (tmp_path / "reports" / "challenger_only.png").write_bytes(b"x")
+    (tmp_path / "out.txt").write_text("challenger\n")
+    assert recover_champion(tmp_path)
+    assert {p: (tmp_path / p).read_bytes() for p in champion} == champion
+    assert not (tmp_path / "reports" / "challenger_only.png").exists()
+    assert not (tmp_path / RESTORE_POINT).exists()

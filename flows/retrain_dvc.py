@@ -1,0 +1,249 @@
+"""Running DVC for the retrain flow: commands streamed into the run's log, overrides checked, one lock.
+
+Everything here is about getting DVC commands run safely; flows/retrain.py decides which, and
+flows/retrain_judge.py compares the champion with the challenger.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is imported)
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
+from reweigh.params import MODEL_NAMES, Params, format_errors
+
+LOCK_FILE = Path(".dvc") / "tmp" / "reweigh-retrain.lock"
+RESTORE_POINT = Path(".dvc") / "tmp" / "reweigh-champion"
+CHAMPION_FILES = ("dvc.lock", "params.yaml", "reports")  # what `dvc exp apply` rewrites besides cached outputs
+
+class RetrainFailed(RuntimeError):
+    """A retrain step failed; the message names the step (and the DVC stage) and ends with DVC's output."""
+
+    def __init__(self, step: str, detail: str, stage: str | None = None) -> None:
+        self.step, self.stage, self.detail = step, stage, detail
+        where = f"step '{step}'" + (f", DVC stage '{stage}'" if stage else "")
+        super().__init__(f"retrain failed at {where}: {detail}")
+
+
+# ---------------------------------------------------------------- running DVC
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger inside a flow run (its lines show in the UI), else a plain one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("reweigh.retrain")
+
+
+def dvc(args: list[str], cwd: Path, step: str, env: dict[str, str] | None = None, timeout: float | None = None) -> str:
+    """Run `dvc ARGS` in `cwd`, stream each output line into the run's log, return the output.
+
+    On a non-zero exit raise RetrainFailed with the step, the DVC stage named in DVC's error (if any)
+    and the last lines of output.
+    """
+    logger = _logger()
+    command = [sys.executable, "-m", "dvc", *args]
+    logger.info("$ dvc %s", " ".join(args))
+    lines: list[str] = []
+    tail: deque[str] = deque(maxlen=30)
+    deadline = time.monotonic() + timeout if timeout else None
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            lines.append(line)
+            if line.strip():
+                tail.append(line)
+                logger.info("%s", line)
+            if deadline and time.monotonic() > deadline:
+                proc.kill()
+                raise RetrainFailed(step, f"`dvc {' '.join(args)}` ran past {timeout:.0f} s and was stopped")
+        code = proc.wait()
+    output = "\n".join(lines)
+    if code != 0:
+        stage = failed_stage(output)
+        raise RetrainFailed(step, f"`dvc {' '.join(args)}` exited {code}:\n" + "\n".join(tail), stage)
+    return output
+
+
+def failed_stage(output: str) -> str | None:
+    """The stage DVC names in 'failed to reproduce 'train@gru'' (or similar), if it names one."""
+    found = re.findall(r"failed to (?:reproduce|run)[^']*'([^']+)'", output)
+    return found[-1] if found else None
+
+
+def dvc_json(args: list[str], cwd: Path, step: str) -> Any:
+    """A `dvc … --json` command's result, parsed (quietly: no output in the log)."""
+    result = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RetrainFailed(step, f"`dvc {' '.join(args)} --json` exited {result.returncode}: {result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout or "{}")
+
+
+def git_identity_env() -> dict[str, str]:
+    """`dvc exp run` commits experiments: give git a committer on machines that have none configured."""
+    env = dict(os.environ)
+    has_identity = subprocess.run(["git", "config", "user.email"], capture_output=True).returncode == 0
+    if not has_identity:
+        for who in ("AUTHOR", "COMMITTER"):
+            env.setdefault(f"GIT_{who}_NAME", "reweigh retrain")
+            env.setdefault(f"GIT_{who}_EMAIL", "retrain@reweigh.invalid")
+    return env
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def collect_overrides(workdir: Path, overrides: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
+    """The `key.path: value` overrides of this run, checked against params.yaml's schema before anything runs."""
+    merged = dict(overrides or {})
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in ("embedding_dim", "hidden_size"):
+            merged.update({f"model.{m}.{key}": value for m in MODEL_NAMES})
+        else:
+            merged[{"dataset": "dataset.name", "epochs": "train.epochs", "vocab_size": "tokenize.vocab_size",
+                    "device": "train.device"}[key]] = value
+    params_file = workdir / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
+    for key, value in merged.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RetrainFailed("parameters", f"override '{key}': '{part}' is not a section of params.yaml")
+        node[leaf] = value
+    try:
+        Params.model_validate(raw)
+    except ValidationError as exc:  # the same message `reweigh` gives for a bad params.yaml
+        raise RetrainFailed("parameters", format_errors(params_file, exc)) from None
+    return merged
+
+
+def set_param_arg(key: str, value: Any) -> str:
+    """One `-S key=value`: strings as they are, everything else as JSON (which DVC reads as YAML)."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+# ---------------------------------------------------------------- the lock
+
+
+@contextlib.contextmanager
+def workspace_lock(workdir: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on the workspace; wait up to `timeout` s for another retrain to finish."""
+    path = workdir / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = _logger()
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    raise RetrainFailed("lock", f"another retrain holds {path} ({holder}); waited {timeout:.0f} s") from None
+                if not waited:
+                    logger.warning("another retrain holds %s (%s): waiting up to %.0f s", path, holder, timeout)
+                    waited = True
+                time.sleep(2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, flow run {flow_run.get_name() or '?'}, since {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remote_url(workdir: Path, remote: str | None) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=workdir, capture_output=True, text=True, timeout=60)
+    remotes = dict(line.split(None, 1) for line in result.stdout.splitlines() if len(line.split(None, 1)) == 2)
+    if remote:
+        return f"{remote}: {remotes.get(remote, '?').split()[0]}"
+    default = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=workdir, capture_output=True, text=True, timeout=60).stdout.strip()
+    return f"{default}: {remotes.get(default, '?').split()[0]}" if default else "no default remote"
+
+
+
+def git(args: list[str], cwd: Path, check: bool = True) -> str:
+    """`git ARGS` in `cwd`, its stdout; a failure raises RetrainFailed (step 'git') with git's message."""
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise RetrainFailed("git", f"`git {' '.join(args)}` exited {result.returncode}: {result.stderr.strip()[-1000:]}")
+    return result.stdout if result.returncode == 0 else ""
+
+
+# ---------------------------------------------------------------- the champion's restore point
+
+
+def save_restore_point(workdir: Path) -> Path:
+    """Copy the champion's dvc.lock, params.yaml and reports/ aside before a promotion rewrites them.
+
+    Written under a temporary name and renamed, so a restore point is always whole; its outputs need no
+    copy (DVC's cache keeps every version dvc.lock names)."""
+    target = workdir / RESTORE_POINT
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in CHAMPION_FILES:
+        source = workdir / name
+        if source.is_dir():
+            shutil.copytree(source, partial / name)
+        elif source.is_file():
+            shutil.copy2(source, partial / name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target
+
+
+def drop_restore_point(workdir: Path) -> None:
+    shutil.rmtree(workdir / RESTORE_POINT, ignore_errors=True)
+
+
+def recover_champion(workdir: Path) -> bool:
+    """A restore point left behind means a promotion was cut off midway (killed during `dvc exp apply` or
+    the push): put the champion's files back and `dvc checkout` its outputs. True when it did."""
+    target = workdir / RESTORE_POINT
+    if not target.is_dir():
+        shutil.rmtree(target.with_name(target.name + ".partial"), ignore_errors=True)
+        return False
+    _logger().warning("a previous promotion was interrupted: restoring the champion from %s", target)
+    for name in CHAMPION_FILES:
+        saved, live = target / name, workdir / name
+        if saved.is_dir():
+            shutil.rmtree(live, ignore_errors=True)
+            shutil.copytree(saved, live)
+        elif saved.is_file():
+            shutil.copy2(saved, live)
+    dvc(["checkout", "--force"], workdir, "recover")
+    drop_restore_point(workdir)
+    return True

@@ -1,0 +1,212 @@
+"""Champion against challenger: what a retrain changed, and whether its models replace the current ones.
+
+The champion is the workspace as the retrain found it: its dvc.lock, reports/ and the outputs they name.
+The challenger is a DVC experiment run in a temporary copy (`dvc exp run --temp`), so until it is promoted
+nothing of the champion is touched, even when the run is killed. Both are read the same way, from their
+dvc.lock: files that DVC caches come from the cache, the rest (reports/) from the workspace or from git.
+
+Both sides' models are scored on the same rows, the challenger's test split (the newest data), with the
+same code (flows/predict.py), so the comparison is like for like. The rule (retrain.promote):
+- `always`: promote;
+- `if_not_worse` (default): promote when the challenger's best neural model scores at least the
+  champion's best neural model minus `retrain.tolerance`, by `retrain.promote_metric` (macro F1 by
+  default: with imbalanced classes accuracy hides a model that gave up on the small class).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from flows.retrain_dvc import RetrainFailed, git
+from reweigh.params import MODEL_NAMES
+
+ARTIFACT_FILES = ("artifacts/tokenizer.json", *(f"artifacts/{m}.pt" for m in MODEL_NAMES), "artifacts/baseline.pkl")
+INGESTED = "data/ingested.parquet"
+SOURCES = "reports/sources.json"
+SCORED_MODELS = (*MODEL_NAMES, "baseline")
+
+
+# ---------------------------------------------------------------- reading a side
+
+
+@dataclass
+class Side:
+    """One version of the pipeline's results: its dvc.lock and where to read each output."""
+
+    name: str  # champion | challenger
+    lock: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)  # git-tracked outputs (reports/...): path → text
+
+    def md5(self, path: str) -> str | None:
+        for stage in (self.lock.get("stages") or {}).values():
+            for out in stage.get("outs") or []:
+                if out.get("path") == path:
+                    return out.get("md5")
+        return None
+
+
+def cache_dir(workdir: Path) -> Path:
+    result = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=workdir, capture_output=True, text=True, timeout=60)
+    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else workdir / ".dvc" / "cache"
+
+
+def cached_file(workdir: Path, cache: Path, side: Side, path: str) -> Path | None:
+    """Where `path` of this side lies: the DVC cache (by the md5 in its dvc.lock), or None."""
+    md5 = side.md5(path)
+    if not md5:
+        return None
+    found = cache / "files" / "md5" / md5[:2] / md5[2:]
+    return found if found.is_file() else None
+
+
+def experiment_rev(workdir: Path, name: str) -> str:
+    """The commit DVC made for experiment `name` (refs/exps/<baseline>/<name>)."""
+    refs = git(["for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], workdir).splitlines()
+    found = [line.split()[0] for line in refs if line.split()[-1].endswith(f"/{name}")]
+    if not found:
+        raise RetrainFailed("compare", f"DVC recorded no experiment named {name} (git for-each-ref refs/exps)")
+    return found[0]
+
+
+def challenger_side(workdir: Path, rev: str, tracked: list[str]) -> Side:
+    lock = yaml.safe_load(git(["show", f"{rev}:dvc.lock"], workdir)) or {}
+    files = {p: git(["show", f"{rev}:{p}"], workdir, check=False) for p in tracked}
+    return Side("challenger", lock, {p: t for p, t in files.items() if t})
+
+
+def champion_side(workdir: Path, tracked: list[str]) -> Side | None:
+    """The workspace's results, or None when it has none yet (first run: nothing to defend)."""
+    lock_file = workdir / "dvc.lock"
+    if not lock_file.exists():
+        return None
+    lock = yaml.safe_load(lock_file.read_text()) or {}
+    files = {p: (workdir / p).read_text() for p in tracked if (workdir / p).is_file()}
+    return Side("champion", lock, files)
+
+
+def materialise(workdir: Path, cache: Path, side: Side, into: Path) -> Path | None:
+    """Copy this side's tokenizer and models into `into`/artifacts/ (for flows.predict); None if any is missing."""
+    target = into / "artifacts"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in ARTIFACT_FILES:
+        source = cached_file(workdir, cache, side, path)
+        if source is None and side.name == "champion" and (workdir / path).is_file():
+            source = workdir / path  # a workspace output not (yet) in the cache
+        if source is None:
+            return None
+        shutil.copyfile(source, target / Path(path).name)
+    return target
+
+
+# ---------------------------------------------------------------- what changed
+
+
+def split_label_counts(parquet: Path | None) -> dict[str, dict[str, int]]:
+    """{split: {label: rows}} of an ingested table (unlabelled rows counted under '(none)')."""
+    if parquet is None or not parquet.is_file():
+        return {}
+    df = pl.read_parquet(parquet, columns=["split", "label"]).with_columns(pl.col("label").fill_null("(none)"))
+    out: dict[str, dict[str, int]] = {}
+    for split, label, n in df.group_by("split", "label").len().sort("split", "label").iter_rows():
+        out.setdefault(split, {})[label] = n
+    return out
+
+
+def data_rows(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> list[tuple[str, str, int, int]]:
+    """(split, label, rows before, rows after) for every split/label on either side, in a stable order."""
+    keys = sorted({(s, lab) for side in (before, after) for s, labels in side.items() for lab in labels})
+    return [(s, lab, before.get(s, {}).get(lab, 0), after.get(s, {}).get(lab, 0)) for s, lab in keys]
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def metrics_files(workdir: Path) -> list[str]:
+    """Every metrics file dvc.yaml declares (templated paths left out)."""
+    spec = yaml.safe_load((workdir / "dvc.yaml").read_text()) or {}
+    found: list[str] = []
+    for stage in (spec.get("stages") or {}).values():
+        for entry in (stage.get("do") or stage).get("metrics") or []:
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            if "${" not in path and path not in found:
+                found.append(path)
+    return found
+
+
+def metric_changes(old: Side | None, new: Side, files: list[str]) -> list[tuple[str, str, Any, Any]]:
+    """(file, metric, old, new) for each metric whose value differs, per file in dvc.yaml's order."""
+    out = []
+    for file in files:
+        before = flatten(json.loads(old.files[file])) if old and file in old.files else {}
+        after = flatten(json.loads(new.files[file])) if file in new.files else {}
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                out.append((file, name, before.get(name), after.get(name)))
+    return out
+
+
+# ---------------------------------------------------------------- scoring and the decision
+
+
+def score(artifacts: Path, texts: list[str], labels: list[str], chunk: int = 256) -> dict[str, dict[str, float]]:
+    """{model: {accuracy, macro_f1}} of every model in `artifacts` on (texts, labels), predicted in chunks."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from flows.predict import predict
+
+    out = {}
+    for model in SCORED_MODELS:
+        predicted = [row["label"] for i in range(0, len(texts), chunk)
+                     for row in predict(texts[i:i + chunk], model, top_k=0, artifacts=artifacts)]
+        classes = sorted(set(labels) | set(predicted))
+        out[model] = {"accuracy": float(accuracy_score(labels, predicted)),
+                      "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0))}
+    return out
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    metric: str
+    champion: tuple[str, float] | None = None  # (best neural model, its score)
+    challenger: tuple[str, float] | None = None
+
+
+def best_neural(scores: dict[str, dict[str, float]], metric: str) -> tuple[str, float]:
+    name = max(MODEL_NAMES, key=lambda m: scores[m][metric])
+    return name, scores[name][metric]
+
+
+def decide(rule: str, metric: str, tolerance: float, champion: dict | None, challenger: dict) -> Decision:
+    """Promote or not, and why, in one sentence."""
+    new = best_neural(challenger, metric)
+    if champion is None:
+        return Decision(True, "there is no champion yet (the workspace had no trained models)", metric, None, new)
+    old = best_neural(champion, metric)
+    gap = new[1] - old[1]
+    compared = f"challenger {new[0]} {metric} {new[1]:.4f} vs champion {old[0]} {old[1]:.4f} ({gap:+.4f})"
+    if rule == "always":
+        return Decision(True, f"retrain.promote is always; {compared}", metric, old, new)
+    if gap >= -tolerance:
+        return Decision(True, f"{compared}: not worse than the champion by more than the tolerance {tolerance}", metric, old, new)
+    return Decision(False, f"{compared}: worse than the champion by more than the tolerance {tolerance}", metric, old, new)
+
+
+def newest_test_split(parquet: Path) -> tuple[list[str], list[str]]:
+    df = pl.read_parquet(parquet, columns=["text", "label", "split"]).filter(pl.col("split") == "test")
+    return df["text"].to_list(), df["label"].to_list()

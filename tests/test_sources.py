@@ -1,0 +1,129 @@
+"""What an adapter reads is a DVC dependency: the `sources` stage fingerprints it; ingest reruns on new data only."""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from adapters.scaffold import write_adapter
+from adapters.sources import SourceError, fingerprint
+from conftest import make_project, review
+from flows.sources import changes
+
+
+def write_csv(path: Path, rows: list[tuple[str, str, str]], mode: str = "w") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode, newline="") as fh:
+        writer = csv.writer(fh)
+        if mode == "w":
+            writer.writerow(["text", "label", "split"])
+        writer.writerows(rows)
+
+
+def reviews(n: int, split: str, seed: int) -> list[tuple[str, str, str]]:
+    rng = random.Random(seed)
+    return [(review(rng, label), label, split) for label in ("neg", "pos") * (n // 2)]
+
+
+def test_file_fingerprint_follows_content_not_place_or_time(tmp_path) -> None:
+    a, b = tmp_path / "one" / "data.csv", tmp_path / "two" / "data.csv"
+    for path in (a, b):
+        path.parent.mkdir()
+        path.write_text("text,label\nhello,pos\n")
+    first = fingerprint(str(a))
+    os.utime(a, (1, 1))
+    assert fingerprint(str(a)) == first == fingerprint(str(b))  # same bytes elsewhere, or touched: same
+    a.write_text("text,label\nhello,pos\nbye,neg\n")
+    assert fingerprint(str(a))["md5"] != first["md5"]
+    assert str(tmp_path) not in str(first)  # no machine-specific path: a clone sees the same fingerprint
+
+
+def test_folder_fingerprint_sees_a_new_file_and_relative_paths_resolve_against_the_root(tmp_path) -> None:
+    (tmp_path / "corpus" / "pos").mkdir(parents=True)
+    (tmp_path / "corpus" / "pos" / "1.txt").write_text("good")
+    before = fingerprint("corpus", root=tmp_path)
+    assert before["kind"] == "folder" and before["files"] == 1
+    (tmp_path / "corpus" / "pos" / "2.txt").write_text("great")
+    after = fingerprint("corpus", root=tmp_path)
+    assert after["files"] == 2 and after["md5"] != before["md5"]
+    with pytest.raises(SourceError, match="missing.csv does not exist"):
+        fingerprint("missing.csv", root=tmp_path)
+
+
+class _Versioned(BaseHTTPRequestHandler):
+    version = "v1"
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("ETag", f'"{type(self).version}"')
+        self.send_header("Content-Length", "1234")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_url_fingerprint_asks_head_and_keeps_the_previous_one_when_offline(tmp_path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Versioned)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/data.tar.gz"
+    try:
+        first = fingerprint(url)
+        assert first == {"kind": "url", "url": url, "etag": '"v1"', "size": 1234}
+        _Versioned.version = "v2"
+        second = fingerprint(url)
+        assert second["etag"] == '"v2"'
+        assert changes({"sources": [first]}, {"sources": [second]})[0]["new"].endswith('etag "v2" size 1234')
+    finally:
+        server.shutdown()
+        _Versioned.version = "v1"
+    warnings: list[str] = []
+    assert fingerprint(url, previous=second, warn=warnings.append) == second  # server gone: assume unchanged
+    assert warnings and "assuming it is unchanged" in warnings[0]
+
+
+def _repro(project, *targets: str) -> str:
+    return project.dvc("repro", *targets, timeout=600).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_changed_table_file_reruns_ingest_and_an_unchanged_one_does_not(tmp_path) -> None:
+    data = tmp_path / "outside" / "reviews.csv"  # outside the project, as a user's data usually is
+    write_csv(data, reviews(40, "train", 1) + reviews(20, "test", 2))
+    project = make_project(tmp_path)
+    project.replace_section("dataset", {"name": "table", "val_fraction": 0.1, "limit": 0, "train_limit": 0,
+                                        "options": {"path": str(data), "split_column": "split"}})
+    first = _repro(project, "ingest")
+    assert "Running stage 'ingest'" in first
+    again = _repro(project, "ingest")
+    assert "Running stage 'sources'" in again  # always checked ...
+    assert "Stage 'ingest' didn't change, skipping" in again  # ... and nothing new: ingest skipped
+    os.utime(data, (2, 2))
+    assert "Stage 'ingest' didn't change, skipping" in _repro(project, "ingest")  # a touch is not new data
+    write_csv(data, reviews(10, "train", 3), mode="a")
+    rerun = _repro(project, "ingest")
+    assert "Running stage 'ingest'" in rerun
+    assert "reviews.csv changed" in rerun
+    import json
+    rows = json.loads((project.path / "data" / "dataset.json").read_text())["rows"]
+    assert rows["train"] + rows["val"] == 50
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_an_adapter_without_sources_is_named_and_the_scaffold_declares_its_sources(tmp_path) -> None:
+    project = make_project(tmp_path)
+    (project.path / "adapters" / "plain.py").write_text(
+        "import polars as pl\n\nclass Plain:\n    name = 'plain'\n    labels = ('neg', 'pos')\n\n"
+        "    def load(self, cache_dir):\n        return pl.DataFrame({'text': ['a b', 'c d'], 'label': ['neg', 'pos'], 'split': ['train', 'test']})\n")
+    project.replace_section("dataset", {"name": "plain", "val_fraction": 0.1, "limit": 0, "train_limit": 0, "options": {}})
+    result = project.run(os.sys.executable, "-m", "flows.sources")
+    assert "declares no sources()" in result.stderr and "docs/adapters.md" in result.stderr
+    module, _ = write_adapter("news_feed", root=project.path)
+    assert "def sources(self) -> list[str]:" in module.read_text()
