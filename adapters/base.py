@@ -9,6 +9,9 @@ Optional attributes an adapter may declare, read with `getattr`:
 - `row_count: tuple[int, int]`: bounds on the number of rows `load` returns (checked by GX).
 - `max_text_chars: int`: longest text accepted (default 100,000 characters).
 - `expectations() -> list[gx.expectations.Expectation]`: extra GX expectations on the whole table.
+- `sources() -> list[str]`: the files, folders or http(s) URLs `load` reads. The `sources` stage
+  fingerprints them (adapters/sources.py) and ingest depends on the result, so `dvc repro` (and the
+  scheduled retrain) reruns ingest when the data changes. Without it, new data goes unseen.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ _FIXES = {
     ("expect_column_values_to_not_match_regex", "text"): "drop rows whose text is empty or only whitespace in load()",
     ("expect_column_value_lengths_to_be_between", "text"): "drop or truncate texts outside the bounds, or set `max_text_chars` on the adapter",
     ("expect_column_values_to_be_in_set", "split"): "split must be one of train, test, unsup: rename or drop the other values in load()",
-    ("expect_column_values_to_be_in_set", "label"): "declare every class in the adapter's `labels` (table adapter: dataset.options.labels), or map or drop those rows in load()",
+    ("expect_column_values_to_be_in_set", "label"): "declare every class in the adapter's `labels` (table adapter: dataset.options.labels), or map or drop those rows in load(); labels that differ only by case or spaces ('Pos', 'pos ') merge with dataset.normalize_labels: true",
     ("expect_column_distinct_values_to_contain_set", "split"): "both train and test splits are needed: draw a test split in load() (reweigh.splits.stratified_split)",
     ("expect_column_distinct_values_to_contain_set", "label"): "every declared label needs rows in train: add data, or drop the label from `labels`",
     ("expect_column_values_to_be_null", "label"): "rows in split unsup must have a null label: null it, or put labelled rows in train/test",
@@ -90,4 +93,6 @@ def check_frame(df: object, adapter_name: str) -> pl.DataFrame:
             f"dataset '{adapter_name}': columns must be strings, got {wrong}. "
             "Cast them, e.g. df.with_columns(pl.col('label').cast(pl.String)), and map numeric labels to names"
         )
+    if df.height == 0:
+        raise AdapterError(f"dataset '{adapter_name}': load() returned a table with no rows; check what it reads (a path, a filter) and return the rows")
     return df.with_columns(pl.col(c).cast(pl.String) for c in REQUIRED_COLUMNS)

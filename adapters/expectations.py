@@ -5,6 +5,8 @@ Critical expectations stop the run; warnings are recorded (reports/validation.js
   test present; label in the declared set; label non-null outside unsup and null inside it; every label
   present in train; row-count bounds where the adapter declares them; the adapter's own expectations.
 - warning: duplicate texts, texts longer than LONG_TEXT_WARN characters.
+The data-hygiene checks (texts shared between splits, label spellings, small classes) run through the same
+machinery (`run_suite`) on columns computed in adapters/hygiene.py, and join the same report.
 """
 from __future__ import annotations
 
@@ -30,13 +32,27 @@ class ExpectationResult:
     unexpected_count: int | None
     observed: Any = None
     sample_rows: list[dict[str, Any]] = field(default_factory=list)
+    check: str | None = None  # a hygiene check's name in words, e.g. "texts in both train and test"
+    details: Any = None  # what a hygiene check found, counted in polars (pairs, groups, classes)
+    fix: str | None = None  # what to change (the shared suite's fixes are adapters.base.fix_for)
 
     def describe(self) -> str:
+        check = f"{self.check}: " if self.check else ""
         where = f" on {self.column}" if self.column else ""
         cond = f" where {self.condition}" if self.condition else ""
         count = f": {self.unexpected_count:,} row(s)" if self.unexpected_count is not None else ""
         observed = f" (observed {self.observed})" if self.observed is not None else ""
-        return f"{self.expectation}{where}{cond}{count}{observed}"
+        return f"{check}{self.expectation}{where}{cond}{count}{observed}"
+
+    def explain(self, indent: str = "    ") -> str:
+        """describe(), then what was found, sample rows and what to change, one per line (for logs)."""
+        lines = [self.describe()]
+        if self.details:
+            lines.append(f"{indent}found: {self.details}")
+        lines += [f"{indent}{row}" for row in self.sample_rows]
+        if fix := self.fix or fix_for(self.expectation, self.column):
+            lines.append(f"{indent}what to change: {fix}")
+        return "\n".join(lines)
 
 
 @dataclass
@@ -47,6 +63,7 @@ class ValidationReport:
     counts: dict[str, dict[str, int]]
     results: list[ExpectationResult]
     source: str | None = None  # what the adapter read (a table adapter's file), named in messages
+    changes: dict[str, Any] = field(default_factory=dict)  # what ingest changed: labels merged, rows dropped
 
     @property
     def success(self) -> bool:
@@ -70,6 +87,7 @@ class ValidationReport:
             "counts": self.counts,
             "failed": len(self.failures),
             "warnings": len(self.warnings),
+            "changes": self.changes,
             "results": [r.__dict__ for r in self.results],
         }
 
@@ -127,6 +145,20 @@ def build_expectations(adapter: Any) -> list:
 
 def validate(df: pl.DataFrame, adapter: Any) -> ValidationReport:
     """Run the suite on `df` (the adapter's raw output) and return the report; raises nothing."""
+    return ValidationReport(
+        dataset=adapter.name,
+        labels=tuple(adapter.labels),
+        rows=df.height,
+        counts=_counts(df),
+        results=run_suite(df, build_expectations(adapter), adapter.name),
+        source=getattr(adapter, "title", None),
+    )
+
+
+def run_suite(df: pl.DataFrame, expectations: list, name: str, samples: pl.DataFrame | None = None) -> list[ExpectationResult]:
+    """Validate `df` with GX; sample rows come from `samples` (default `df`), same row order.
+
+    An expectation's `meta` may carry `check` and `fix` (what to report) and `show` (extra sample columns)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -134,47 +166,40 @@ def validate(df: pl.DataFrame, adapter: Any) -> ValidationReport:
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (
-        context.data_sources.add_pandas(f"{adapter.name}_source")
-        .add_dataframe_asset(adapter.name)
+        context.data_sources.add_pandas(f"{name}_source")
+        .add_dataframe_asset(name)
         .add_batch_definition_whole_dataframe("all_rows")
         .get_batch(batch_parameters={"dataframe": df.to_pandas()})
     )
-    suite = gx.ExpectationSuite(name=f"{adapter.name}_suite", expectations=build_expectations(adapter))
+    suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations)
     outcome = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS})
+    samples = df if samples is None else samples
+    return [_result(res, samples) for res in outcome.results]
 
-    sample_columns = [c for c in ("id", "text", "label", "split") if c in df.columns]
-    results = []
-    for res in outcome.results:
-        config = res.expectation_config
-        kwargs = config.kwargs
-        result = res.result or {}
-        indices = (result.get("unexpected_index_list") or [])[:SAMPLE_ROWS]
-        samples = [_sample_row(df, int(i), sample_columns) for i in indices if isinstance(i, int | float)]
-        if res.exception_info and res.exception_info.get("raised_exception"):
-            observed = res.exception_info.get("exception_message")
-        elif not res.success and result.get("partial_missing_list"):  # a set with members absent, e.g. no test split
-            observed = f"missing {result['partial_missing_list']} of {kwargs.get('value_set')}"
-        else:
-            observed = result.get("observed_value") if not res.success else None
-        results.append(
-            ExpectationResult(
-                expectation=config.type,
-                column=kwargs.get("column"),
-                condition=_condition(kwargs.get("row_condition")),
-                severity=str(getattr(config.severity, "value", config.severity)),
-                success=bool(res.success),
-                unexpected_count=result.get("unexpected_count"),
-                observed=_plain(observed),
-                sample_rows=samples,
-            )
-        )
-    return ValidationReport(
-        dataset=adapter.name,
-        labels=tuple(adapter.labels),
-        rows=df.height,
-        counts=_counts(df),
-        results=results,
-        source=getattr(adapter, "title", None),
+
+def _result(res: Any, samples: pl.DataFrame) -> ExpectationResult:
+    config = res.expectation_config
+    kwargs, meta = config.kwargs, config.meta or {}
+    result = res.result or {}
+    columns = [c for c in ("id", "text", "label", "split", *meta.get("show", ())) if c in samples.columns]
+    indices = (result.get("unexpected_index_list") or [])[:SAMPLE_ROWS]
+    if res.exception_info and res.exception_info.get("raised_exception"):
+        observed = res.exception_info.get("exception_message")
+    elif not res.success and result.get("partial_missing_list"):  # a set with members absent, e.g. no test split
+        observed = f"missing {result['partial_missing_list']} of {kwargs.get('value_set')}"
+    else:
+        observed = result.get("observed_value") if not res.success else None
+    return ExpectationResult(
+        expectation=config.type,
+        column=kwargs.get("column"),
+        condition=_condition(kwargs.get("row_condition")),
+        severity=str(getattr(config.severity, "value", config.severity)),
+        success=bool(res.success),
+        unexpected_count=result.get("unexpected_count"),
+        observed=_plain(observed),
+        sample_rows=[_sample_row(samples, int(i), columns) for i in indices if isinstance(i, int | float)],
+        check=meta.get("check"),
+        fix=meta.get("fix"),
     )
 
 

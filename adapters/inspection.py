@@ -1,8 +1,9 @@
 """What `reweigh adapters` and `reweigh validate` do: list the adapters found, and check one alone.
 
-`validate` is the ingest stage without Prefect, the validation split or any output: load with the adapter,
-check the table's shape, run the GX suite, and print what failed with a hint on what to change. Optionally
-it writes the same suite's GX Data Docs (HTML) so the result can be browsed.
+`validate` is the ingest stage without Prefect, the validation split, dedupe or any output: load with the
+adapter, check the table's shape, merge label spellings if asked, run the GX suite and the hygiene checks
+(on train and test), and print what failed with a hint on what to change. Optionally it writes the same
+suite's GX Data Docs (HTML) so the result can be browsed.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import polars as pl
 
 from adapters.base import AdapterError, check_frame, fix_for
 from adapters.expectations import ExpectationResult, ValidationReport, build_expectations, validate
+from adapters.hygiene import Hygiene, check, merge_label_spellings
 from adapters.registry import AdapterInfo, available, get_adapter, load_factory
 
 @dataclass(frozen=True)
@@ -47,17 +49,26 @@ def _labels(info: AdapterInfo, options: dict[str, Any] | None) -> tuple[str, str
     return "(set from dataset.options / the data)", None
 
 
-def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path) -> tuple[Any, pl.DataFrame, ValidationReport]:
-    """Ingest without side effects: adapter → load → shape check → GX suite. Raises AdapterError only."""
+def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path,
+                      hygiene: Hygiene | None = None) -> tuple[Any, pl.DataFrame, ValidationReport]:
+    """Ingest without side effects: adapter → load → shape check → (label spellings merged) → GX suite and
+    hygiene checks (`hygiene`: from params.yaml, default: the defaults). Raises AdapterError only."""
+    hygiene = hygiene or Hygiene()
     adapter = get_adapter(name, options)
     df = check_frame(adapter.load(cache_dir), adapter.name)
     if "id" not in df.columns:  # as the ingest stage does, so sample rows can be found again
         df = df.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
-    return adapter, df, validate(df, adapter)
+    merged: dict[str, str] = {}
+    if hygiene.normalize_labels:
+        df, adapter, merged = merge_label_spellings(df, adapter)
+    report = validate(df, adapter)
+    report.results += check(df, adapter, hygiene)
+    report.changes["labels_merged"] = merged
+    return adapter, df, report
 
 
 def hint(result: ExpectationResult) -> str | None:
-    return fix_for(result.expectation, result.column)
+    return result.fix or fix_for(result.expectation, result.column)
 
 
 def explain(report: ValidationReport) -> str:
@@ -94,10 +105,14 @@ def print_report(report: ValidationReport, console: Any) -> None:
     for res in report.failures + report.warnings:
         kind = "[red]failed[/]" if res.severity == "critical" else "[yellow]warning[/]"
         console.print(f"{kind}: {res.describe()}", markup=True, highlight=False)
+        if res.details:
+            console.print(f"    found: {res.details}", markup=False, highlight=False)
         for row in res.sample_rows:
             console.print(f"    {row}", markup=False, highlight=False)
-        if res.severity == "critical" and hint(res):
+        if (res.severity == "critical" or res.fix) and hint(res):
             console.print(f"    [bold]what to change[/]: {hint(res)}", highlight=False)
+    if report.changes.get("labels_merged"):
+        console.print(f"label spellings merged (dataset.normalize_labels): {report.changes['labels_merged']}", highlight=False)
     verdict = "[green]passed[/]" if report.success else "[red]FAILED[/]"
     console.print(f"dataset '{report.dataset}' {verdict}: {len(report.results) - len(report.failures)} of "
                   f"{len(report.results)} expectations met, {len(report.warnings)} warning(s)", highlight=False)

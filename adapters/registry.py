@@ -20,7 +20,8 @@ from adapters.base import AdapterError, check_adapter
 
 ENTRY_POINT_GROUP = "reweigh.adapters"
 # Modules in adapters/ that are machinery, not adapters (the built-ins are registered by _builtins).
-_INFRASTRUCTURE = {"base", "registry", "download", "expectations", "imdb", "table", "scaffold", "inspection"}
+_INFRASTRUCTURE = {"base", "registry", "download", "expectations", "imdb", "table", "scaffold", "inspection",
+                   "hygiene", "table_lines"}
 
 
 @dataclass(frozen=True)

@@ -11,22 +11,22 @@
         test_fraction: 0.2             # else: a seeded, stratified test split
         seed: 0
         title: my-reviews              # the name used in messages (default: the file name)
+        quote_char: '"'                # CSV/TSV: the quoting character; null = quotes are plain text
+
+Labels read from the data (no `labels` option) are marked `labels_inferred`, so dataset.normalize_labels
+infers the merged set (adapters/hygiene.py) instead of keeping every spelling.
 """
 from __future__ import annotations
 
-import csv
-import gzip
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from adapters.base import AdapterError
+from adapters.table_lines import Scan, check_lines
 from reweigh.splits import stratified_split
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_SAMPLES = 5  # problem lines quoted in an error
 
 
 class TableAdapter:
@@ -43,6 +43,7 @@ class TableAdapter:
         seed: int = 0,
         format: str | None = None,
         title: str | None = None,
+        quote_char: str | None = '"',
     ) -> None:
         self.path = Path(path)
         self.text_column = text_column
@@ -56,7 +57,11 @@ class TableAdapter:
             raise AdapterError(f"dataset '{self.title}': cannot tell the format of {self.path}; set dataset.options.format to one of csv, tsv, parquet, jsonl")
         if not 0 < test_fraction < 1:
             raise AdapterError(f"dataset '{self.title}': test_fraction must be in (0, 1), got {test_fraction}")
+        if quote_char is not None and (not isinstance(quote_char, str) or len(quote_char) != 1):
+            raise AdapterError(f"dataset '{self.title}': quote_char must be one character or null (no quoting), got {quote_char!r}")
+        self.quote_char = quote_char
         self._table: pl.DataFrame | None = None
+        self.labels_inferred = not labels
         self.labels = tuple(str(x) for x in labels) if labels else self._infer_labels()
 
     def _read(self) -> pl.DataFrame:
@@ -64,69 +69,41 @@ class TableAdapter:
             return self._table
         if not self.path.is_file():
             raise AdapterError(f"dataset '{self.title}': {self.path} does not exist")
-        if self.format in ("csv", "tsv", "jsonl"):
-            # polars says "invalid utf-8 sequence" or "found more fields than defined" without a line, and
-            # reads a row with too few fields as nulls; find the lines first so the error can quote them.
-            self._check_lines()
+        scan = check_lines(self.path, self.format, self.quote_char, self.title) if self.format != "parquet" else Scan()
+        if self.format != "parquet" and not scan.header and not scan.rows:
+            raise AdapterError(f"dataset '{self.title}': {self.path}: the file has no rows (it is empty); add rows, or set dataset.options.path to the file that has them")
         try:
             if self.format in ("csv", "tsv"):
-                df = pl.read_csv(self.path, separator="," if self.format == "csv" else "\t", infer_schema=False, encoding="utf8")
+                separator = "," if self.format == "csv" else "\t"
+                df = pl.read_csv(self.path, separator=separator, quote_char=self.quote_char, infer_schema=False, encoding="utf8")
             elif self.format == "parquet":
                 df = pl.read_parquet(self.path)
             else:
                 df = pl.read_ndjson(self.path, infer_schema_length=None)
         except Exception as exc:  # polars raises many kinds; all mean "this file is not what it says"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AdapterError(f"dataset '{self.title}': {self.path} could not be read as {self.format}: {first}") from exc
+            raise AdapterError(f"dataset '{self.title}': {self.path} could not be read as {self.format}: {first}{self._quote_hint(scan, str(exc))}") from exc
+        if df.height == 0:
+            raise AdapterError(f"dataset '{self.title}': {self.path}: the file has no rows (columns {df.columns}, no data); add rows, or set dataset.options.path to the file that has them")
         missing = [c for c in (self.text_column, self.label_column, self.split_column) if c and c not in df.columns]
         if missing:
             raise AdapterError(f"dataset '{self.title}': {self.path} has columns {df.columns}; missing {missing} (set dataset.options.text_column / label_column / split_column)")
         self._table = df
         return df
 
-    def _check_lines(self) -> None:
-        """Refuse text that is not UTF-8 and, for CSV/TSV, rows whose field count differs from the header."""
-        bad_utf8: list[str] = []
-        ragged: list[str] = []
-        with open(self.path, "rb") as fh:
-            opener = gzip.open if fh.read(2) == b"\x1f\x8b" else open  # polars reads gzipped text too
+    def _quote_hint(self, scan: Scan, error: str) -> str:
+        """What to change when polars fails on a quote: quote_char null, if the file's quotes look stray."""
+        if self.format not in ("csv", "tsv") or not self.quote_char:
+            return ""
+        if hint := scan.quote_hint(self.quote_char):
+            return hint
+        if "escaped" in error or "quote" in error:  # polars: 'Field `"FREE" entry` is not properly escaped'
+            return f"; a `{self.quote_char}` inside a field? if the file does not quote its fields, set dataset.options.quote_char: null"
+        return ""
 
-        def lines(fh: Any) -> Iterator[str]:
-            for number, raw in enumerate(fh, 1):
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    bad_utf8.append(f"line {number}: {raw[max(exc.start - 20, 0):exc.start + 20]!r}")
-                    yield raw.decode("utf-8", errors="replace")
-
-        try:
-            with opener(self.path, "rb") as fh:
-                if self.format == "jsonl":
-                    for _ in lines(fh):
-                        pass
-                else:
-                    limit = csv.field_size_limit()
-                    csv.field_size_limit(2**31 - 1)  # a long review is the validation's call, not the parser's
-                    try:
-                        reader = csv.reader(lines(fh), delimiter="," if self.format == "csv" else "\t")
-                        header = next(reader, [])
-                        for row in reader:
-                            if row and len(row) != len(header):
-                                ragged.append(f"line {reader.line_num}: {len(row)} fields {[v[:30] for v in row[:4]]}")
-                    finally:
-                        csv.field_size_limit(limit)
-        except (OSError, EOFError, csv.Error) as exc:
-            raise AdapterError(f"dataset '{self.title}': {self.path} could not be read as {self.format}: {exc}") from exc
-        problems = []
-        if bad_utf8:
-            problems.append(f"{len(bad_utf8)} line(s) are not valid UTF-8 (re-save the file as UTF-8), e.g. " + "; ".join(bad_utf8[:_SAMPLES]))
-        if ragged:
-            problems.append(
-                f"{len(ragged)} row(s) do not have the header's {len(header)} fields {header[:6]} "
-                "(an unquoted separator or a missing value?), e.g. " + "; ".join(ragged[:_SAMPLES])
-            )
-        if problems:
-            raise AdapterError(f"dataset '{self.title}': {self.path}: " + "\n  ".join(problems))
+    def sources(self) -> list[str]:
+        """The file this adapter reads: the `sources` stage fingerprints it, so a changed file reruns ingest."""
+        return [str(self.path)]
 
     def _infer_labels(self) -> tuple[str, ...]:
         values = self._read()[self.label_column].drop_nulls().cast(pl.String).unique().sort()

@@ -1,9 +1,16 @@
-"""ingest: adapter → GX validation → row limits → seeded validation split → data/ingested.parquet.
+"""ingest: adapter → (label spellings merged) → GX validation → dedupe → row limits → seeded validation split
+→ dedupe → hygiene checks → data/ingested.parquet.
 
 Nothing downstream sees data that failed validation: a failure writes reports/validation.json (the
-record of every run) and stops with the failing expectations, their counts and sample rows.
+record of every run) and stops with the failing expectations, their counts and sample rows. The hygiene
+checks (adapters/hygiene.py: texts shared between splits, label spellings, small classes) only warn; they
+run on the final splits, after val is carved from train, because duplicates within train land on both
+sides of that carve. `dataset.dedupe` drops copies before the carve (so val is carved from deduplicated
+train) and again after it (the val copy of a text still in train: only drop_overlap leaves such pairs).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -14,7 +21,8 @@ from prefect.tasks import exponential_backoff
 
 from adapters.base import check_frame
 from adapters.download import DownloadError
-from adapters.expectations import ValidationFailed, validate
+from adapters.expectations import ValidationFailed, ValidationReport, validate
+from adapters.hygiene import KEY, Hygiene, check, dedupe, merge_label_spellings, with_text_keys
 from adapters.registry import get_adapter
 from flows.common import DATA, DATASET_FILE, REPORTS, cache_dir, params, run_stage
 from reweigh.io import write_json, write_parquet
@@ -94,23 +102,13 @@ def limit_train(df: pl.DataFrame, limit: int, val_fraction: float, seed: int) ->
     return pl.concat([train.filter(keep == "train"), df.filter(pl.col("split") != "train")], how="vertical")
 
 
-def ingest(dataset: DatasetParams, seed: int) -> pl.DataFrame:
+def ingest(dataset: DatasetParams, seed: int, clean_steps: list[str] | None = None) -> pl.DataFrame:
     logger = get_run_logger()
     adapter, raw = load_dataset(dataset.name, dataset.options)
-    if "id" not in raw.columns:
-        raw = raw.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
-    report = validate(raw, adapter)
-    write_json(report.to_dict(), VALIDATION)
-    for warning in report.warnings:
-        logger.warning("dataset '%s': %s", adapter.name, warning.describe())
-    if not report.success:
+    adapter, df, report = prepare(adapter, raw, dataset, seed, Hygiene.from_params(dataset, clean_steps))
+    _record(report, logger)
+    if df is None:
         raise ValidationFailed(report)
-    logger.info("dataset '%s': %d rows passed %d expectations", adapter.name, raw.height, len(report.results))
-    df = limit_rows(raw, dataset.limit, seed)
-    df = limit_train(df, dataset.train_limit, dataset.val_fraction, seed)
-    df = carve_validation(df, dataset.val_fraction, seed)
-    order = ["id", "text", "label", "split"]
-    df = df.select(order + [c for c in df.columns if c not in order])
     write_parquet(df, OUTPUT)
     counts = df.group_by("split").len().sort("split")
     write_json({"name": adapter.name, "labels": list(adapter.labels), "rows": dict(counts.iter_rows())}, DATASET_FILE)
@@ -122,19 +120,65 @@ def ingest(dataset: DatasetParams, seed: int) -> pl.DataFrame:
     return df
 
 
+def prepare(adapter: Any, raw: pl.DataFrame, dataset: DatasetParams, seed: int,
+            hygiene: Hygiene) -> tuple[Any, pl.DataFrame | None, ValidationReport]:
+    """The stage without I/O: (the adapter, with merged labels if asked; the table to write, None when the
+    critical suite failed; the validation report, hygiene checks and changes included)."""
+    if "id" not in raw.columns:
+        raw = raw.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
+    merged: dict[str, str] = {}
+    if hygiene.normalize_labels:  # before the declared labels are checked: 'Pos ' passes as 'pos'
+        raw, adapter, merged = merge_label_spellings(raw, adapter)
+    report = validate(raw, adapter)
+    report.changes["labels_merged"] = merged
+    if not report.success:
+        return adapter, None, report
+    df, dropped = split_rows(raw, dataset, hygiene, seed)
+    report.results += check(df, adapter, hygiene)
+    report.changes["dedupe"] = {"mode": hygiene.dedupe, "dropped": dropped}
+    order = ["id", "text", "label", "split"]
+    df = df.drop(KEY)
+    return adapter, df.select(order + [c for c in df.columns if c not in order]), report
+
+
+def split_rows(raw: pl.DataFrame, dataset: DatasetParams, hygiene: Hygiene, seed: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Dedupe, limits, the validation split, dedupe again; the rows dropped, per reason. Keeps KEY for the checks."""
+    df, dropped = dedupe(with_text_keys(raw, hygiene.clean_steps), hygiene.dedupe)
+    df = limit_rows(df, dataset.limit, seed)
+    df = limit_train(df, dataset.train_limit, dataset.val_fraction, seed)
+    df, more = dedupe(carve_validation(df, dataset.val_fraction, seed), hygiene.dedupe)
+    return df, {k: dropped.get(k, 0) + more.get(k, 0) for k in sorted({*dropped, *more})}
+
+
+def _record(report: ValidationReport, logger: Any) -> None:
+    """reports/validation.json, and each warning and change in the log."""
+    write_json(report.to_dict(), VALIDATION)
+    if report.success:
+        logger.info("dataset '%s': %d rows passed the %d critical expectations", report.dataset, report.rows,
+                    sum(r.severity == "critical" for r in report.results))
+    for warning in report.warnings:
+        logger.warning("dataset '%s': %s", report.dataset, warning.explain())
+    if report.changes.get("labels_merged"):
+        logger.info("dataset '%s': label spellings merged: %s", report.dataset, report.changes["labels_merged"])
+    if dropped := report.changes.get("dedupe", {}).get("dropped"):
+        logger.info("dataset '%s': dedupe %s dropped %d row(s): %s", report.dataset, report.changes["dedupe"]["mode"], sum(dropped.values()), dropped)
+
+
 def _summary(report: dict, counts: pl.DataFrame) -> str:
     lines = [f"# Dataset `{report['dataset']}`", "", "| split | rows |", "|---|---|"]
     lines += [f"| {s} | {n:,} |" for s, n in counts.iter_rows()]
     lines += ["", "| expectation | column | severity | ok | unexpected |", "|---|---|---|---|---|"]
     for r in report["results"]:
         lines.append(f"| {r['expectation']} | {r['column'] or ''} | {r['severity']} | {'✓' if r['success'] else '✗'} | {r['unexpected_count'] if r['unexpected_count'] is not None else ''} |")
+    if dropped := report.get("changes", {}).get("dedupe", {}).get("dropped"):
+        lines += ["", f"dedupe {report['changes']['dedupe']['mode']} dropped: " + ", ".join(f"{k} {n:,}" for k, n in dropped.items())]
     return "\n".join(lines)
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow() -> str:
     p = params()
-    df = ingest(p.dataset, p.seed)
+    df = ingest(p.dataset, p.seed, p.clean.steps)
     print(f"ingest: {df.height:,} rows → {OUTPUT} (validation: {VALIDATION})")
     return str(OUTPUT)
 
