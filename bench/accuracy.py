@@ -62,6 +62,8 @@ def from_predictions(folder: Path) -> dict[str, dict[str, float | None]]:
     models: dict[str, dict[str, float | None]] = {}
     for path in sorted(folder.glob("*.parquet")):
         df = pl.read_parquet(path)
+        if "split" in df.columns:  # the report's predictions hold val (for thresholds) and test rows
+            df = df.filter(pl.col("split") == "test")
         probs = df.select(sorted((c for c in df.columns if c.startswith("prob_")), key=lambda c: int(c[5:]))).to_numpy()
         y = df["label_id"].to_numpy()
         pred = probs.argmax(1)

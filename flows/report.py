@@ -1,16 +1,24 @@
-"""report: every model's test predictions side by side: metrics, `dvc plots` data, PNG figures, a readable report.
+"""report: every model's predictions side by side: metrics, `dvc plots` data, PNG figures, a readable report.
+
+Each model's data/predictions/<model>.parquet holds its validation and test rows (column `split`). Every
+score is on the test split; the validation rows only choose the decision thresholds (flows/report_thresholds.py).
 
 Writes
 - reports/metrics.json: per model accuracy, macro precision/recall/F1, ROC-AUC, PR-AUC (average precision),
-  parameters, epochs. Only deterministic numbers: same params + seed → the same bytes, so `dvc metrics diff`
-  shows real changes only. Wall-clock training time goes to reports/timings.json (also a DVC metrics file).
+  bootstrap confidence intervals of accuracy and macro F1, per-class results (`per_class`), the thresholds
+  (`thresholds`), parameters, epochs; and `comparisons`: each pair of models, paired tests on the same test
+  rows (flows/report_stats.py). Only deterministic numbers, only numbers as leaves: same params + seed → the
+  same bytes, so `dvc metrics diff` shows real changes only. Wall-clock training time goes to
+  reports/timings.json (also a DVC metrics file).
 - reports/plots/: confusion/<model>.csv (actual, predicted), pr/<model>.csv (recall, precision, threshold),
-  train/<model>.csv (per-epoch history), drawn by the `plots:` section of dvc.yaml.
+  pr_per_class/<model>.csv (class, recall, precision, threshold), train/<model>.csv (per-epoch history);
+  the `plots:` section of dvc.yaml draws all but the per-class curves.
 - reports/figures/*.png (matplotlib, Agg) and reports/report.md, which links them.
 - reports/embeddings.json and the report's "semantic vector space" section (flows/report_embeddings.py).
 
 Binary tasks score the second class (`labels[1]`, e.g. pos) as the positive one; with more classes the
-precision-recall curve and threshold table are micro-averaged one-vs-rest and PR-AUC / ROC-AUC are macro.
+precision-recall curve and threshold table are micro-averaged one-vs-rest and PR-AUC / ROC-AUC are macro;
+the per-class section (flows/report_classes.py) shows each class on its own.
 """
 from __future__ import annotations
 
@@ -28,86 +36,21 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 from prefect import flow  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    average_precision_score, confusion_matrix, precision_recall_curve, precision_recall_fscore_support, roc_auc_score,
-)
-from sklearn.preprocessing import label_binarize  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
+from flows import report_classes, report_stats, report_thresholds  # noqa: E402
 from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage  # noqa: E402
 from flows.predict import load_model, token_strings  # noqa: E402
 from flows.report_embeddings import embedding_space, section_markdown  # noqa: E402
+from flows.report_scores import MODELS, NEURAL, load_predictions, operating_point, pr_points, score_models  # noqa: E402
 from models.batching import TokenSet  # noqa: E402
 from reweigh.io import atomic_path, write_json, write_text  # noqa: E402
 
-NEURAL = ("gru", "gru_attention")
-MODELS = (*NEURAL, "baseline")
 TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "baseline": "TF-IDF + LogReg"}
 COLORS = {"gru": "tab:blue", "gru_attention": "tab:red", "baseline": "tab:gray"}
 PLOTS, FIGURES = REPORTS / "plots", REPORTS / "figures"
 METRICS, TIMINGS, REPORT = REPORTS / "metrics.json", REPORTS / "timings.json", REPORTS / "report.md"
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-# ---------------------------------------------------------------- numbers
-def load_predictions(name: str, n_classes: int) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
-    df = pl.read_parquet(DATA / "predictions" / f"{name}.parquet").sort("id")
-    probs = df.select([f"prob_{c}" for c in range(n_classes)]).to_numpy()
-    return df["label_id"].to_numpy(), probs, df
-
-
-def scores(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The (truth, score) pairs a PR curve is drawn from: binary → positive class; else micro one-vs-rest."""
-    if probs.shape[1] == 2:
-        return (y == 1).astype(int), probs[:, 1]
-    return label_binarize(y, classes=list(range(probs.shape[1]))).ravel(), probs.ravel()
-
-
-def model_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    pred = probs.argmax(1)
-    p, r, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
-    if probs.shape[1] == 2:
-        roc, ap = roc_auc_score(y, probs[:, 1]), average_precision_score(y, probs[:, 1])
-    else:
-        onehot = label_binarize(y, classes=list(range(probs.shape[1])))
-        roc = roc_auc_score(y, probs, multi_class="ovr", average="macro")
-        ap = average_precision_score(onehot, probs, average="macro")
-    return {k: round(float(v), 6) for k, v in
-            {"accuracy": (pred == y).mean(), "precision_macro": p, "recall_macro": r, "f1_macro": f1,
-             "roc_auc": roc, "pr_auc": ap}.items()}
-
-
-def operating_point(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
-    """(recall, precision) of the model's own decisions (argmax; for two classes, threshold 0.5)."""
-    truth, _ = scores(y, probs)
-    decided = label_binarize(probs.argmax(1), classes=list(range(probs.shape[1]))).ravel() if probs.shape[1] > 2 else (probs.argmax(1) == 1).astype(int)
-    tp = int((decided & truth).sum())
-    return tp / max(int(truth.sum()), 1), tp / max(int(decided.sum()), 1)
-
-
-def threshold_rows(y: np.ndarray, probs: np.ndarray, target_p: float, target_r: float) -> dict[str, Any]:
-    truth, score = scores(y, probs)
-    rows = []
-    for t in THRESHOLDS:
-        hit = score >= t
-        tp = int((hit & (truth == 1)).sum())
-        rows.append({"threshold": t, "precision": round(tp / max(int(hit.sum()), 1), 4), "recall": round(tp / max(int(truth.sum()), 1), 4)})
-    precision, recall, thresholds = precision_recall_curve(truth, score)
-    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    ok_p = np.flatnonzero(precision >= target_p)
-    ok_r = np.flatnonzero(recall >= target_r)
-    at_p = {"threshold": round(float(thresholds[ok_p[0]]), 4), "precision": round(float(precision[ok_p[0]]), 4),
-            "recall": round(float(recall[ok_p[0]]), 4)} if ok_p.size else None
-    at_r = {"threshold": round(float(thresholds[ok_r[-1]]), 4), "precision": round(float(precision[ok_r[-1]]), 4),
-            "recall": round(float(recall[ok_r[-1]]), 4)} if ok_r.size else None
-    return {"rows": rows, "target_precision": at_p, "target_recall": at_r}
-
-
-def pr_points(y: np.ndarray, probs: np.ndarray, n: int = 200) -> pl.DataFrame:
-    truth, score = scores(y, probs)
-    precision, recall, thresholds = precision_recall_curve(truth, score)
-    keep = np.unique(np.linspace(0, len(thresholds) - 1, n).round().astype(int))
-    return pl.DataFrame({"recall": recall[keep].round(5), "precision": precision[keep].round(5), "threshold": thresholds[keep].round(5)})
 
 
 # ---------------------------------------------------------------- figures
@@ -150,29 +93,6 @@ def fig_pr(curves: dict[str, tuple[pl.DataFrame, tuple[float, float], float]], p
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     return _save(fig, "pr_curves.png")
-
-
-def fig_thresholds(tables: dict[str, dict[str, Any]], target_p: float, target_r: float) -> str:
-    header = ["threshold"] + [f"{TITLES[m]}\nprecision / recall" for m in tables]
-    body = [[f"{t:.1f}"] + [f"{tables[m]['rows'][i]['precision']:.3f} / {tables[m]['rows'][i]['recall']:.3f}" for m in tables]
-            for i, t in enumerate(THRESHOLDS)]
-    for key, label in (("target_precision", f"t for P ≥ {target_p:.0%}"), ("target_recall", f"t for R ≥ {target_r:.0%}")):
-        body.append([label] + [(f"t={tables[m][key]['threshold']:.3f}: {tables[m][key]['precision']:.3f} / {tables[m][key]['recall']:.3f}"
-                                if tables[m][key] else "not reached") for m in tables])
-    fig, ax = plt.subplots(figsize=(3 + 2.8 * len(tables), 0.42 * (len(body) + 2) + 0.6))
-    ax.axis("off")
-    table = ax.table(cellText=body, colLabels=header, loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(9)
-    table.scale(1, 1.6)
-    for (row, _), cell in table.get_celld().items():
-        if row == 0:
-            cell.set_text_props(weight="bold")
-            cell.set_height(cell.get_height() * 1.6)
-        elif row > len(THRESHOLDS):
-            cell.set_facecolor("#fff3d6")
-    ax.set_title("Precision and recall at decision thresholds (test split)", pad=4)
-    return _save(fig, "thresholds.png")
 
 
 def fig_training(histories: dict[str, list[dict]]) -> str:
@@ -302,60 +222,44 @@ def attention_examples(labels: list[str], n: int) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- the report
-def verdict(metrics: dict[str, dict[str, float]]) -> list[str]:
-    ranked = sorted(metrics, key=lambda m: -metrics[m]["accuracy"])
-    best, second = ranked[0], ranked[1]
-    gap = 100 * (metrics[best]["accuracy"] - metrics[second]["accuracy"])
-    lines = [f"**{TITLES[best]} wins** with {metrics[best]['accuracy']:.2%} test accuracy, "
-             f"{gap:.2f} percentage points ahead of {TITLES[second]} ({metrics[second]['accuracy']:.2%}); "
-             f"macro F1 {metrics[best]['f1_macro']:.4f} against {metrics[second]['f1_macro']:.4f}."]
-    base = metrics["baseline"]["accuracy"]
-    for m in NEURAL:
-        d = 100 * (metrics[m]["accuracy"] - base)
-        lines.append(f"- {TITLES[m]} {'clears' if d > 0 else 'does not clear'} the TF-IDF bar: {d:+.2f} points "
-                     f"({metrics[m]['accuracy']:.2%} against {base:.2%}).")
-    d = 100 * (metrics["gru_attention"]["accuracy"] - metrics["gru"]["accuracy"])
-    lines.append(f"- Attention against the plain GRU: {d:+.2f} points of accuracy, "
-                 f"{metrics['gru_attention']['pr_auc'] - metrics['gru']['pr_auc']:+.4f} PR-AUC.")
-    return lines
-
-
 def stop_lines(summaries: dict[str, dict]) -> list[str]:
     """How each neural model's embedding started and why its training ended (older summaries lack both)."""
     return [f"- **{TITLES[m]}**: started from {summaries[m].get('init', 'a random init (not recorded)')}; stopped by "
             f"{summaries[m].get('stop_reason', 'not recorded (retrain to see why)')}." for m in NEURAL]
 
 
-def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, tables: dict, shapes: dict, legends: dict,
-                    examples: list[dict], positive: str, target_p: float, target_r: float, stops: list[str],
-                    embedding_section: list[str]) -> str:
+def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, parts: dict[str, list[str]], shapes: dict,
+                    legends: dict, examples: list[dict], positive: str, alpha: float) -> str:
+    """reports/report.md; `parts` holds the sections other modules write: verdict, comparisons, thresholds,
+    per_class, stops, embeddings."""
     cols = list(metrics)
+    ci = report_stats.level_text(alpha)
     md = ["# reweigh: model comparison", "",
           f"Dataset `{info['name']}`: classes {', '.join(info['labels'])}; rows per split "
-          + ", ".join(f"{k} {v:,}" for k, v in info.get("rows", {}).items()) + ". All numbers are on the test split, "
-          "which no model saw while training or early stopping.", "", "## Verdict", "", *verdict(metrics), "",
+          + ", ".join(f"{k} {v:,}" for k, v in info.get("rows", {}).items()) + ". All scores are on the test split, "
+          "which no model saw while training or early stopping; in this report the validation split serves only to choose "
+          "the decision thresholds.", "", "## Verdict", "", *parts["verdict"], "",
           "## Metrics", "", "| metric | " + " | ".join(TITLES[m] for m in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for key, label, fmt in (("accuracy", "accuracy", "{:.4f}"), ("precision_macro", "precision (macro)", "{:.4f}"),
-                            ("recall_macro", "recall (macro)", "{:.4f}"), ("f1_macro", "F1 (macro)", "{:.4f}"),
+    for key, label, fmt in (("accuracy", "accuracy", "{:.4f}"), ("accuracy_ci", f"accuracy, {ci}", None),
+                            ("precision_macro", "precision (macro)", "{:.4f}"), ("recall_macro", "recall (macro)", "{:.4f}"),
+                            ("f1_macro", "F1 (macro)", "{:.4f}"), ("f1_macro_ci", f"F1 (macro), {ci}", None),
                             ("roc_auc", "ROC-AUC", "{:.4f}"), ("pr_auc", "PR-AUC (average precision)", "{:.4f}"),
                             ("parameters", "parameters", "{:,}"), ("epochs", "epochs run", "{}"), ("best_epoch", "best epoch", "{}")):
-        md.append(f"| {label} | " + " | ".join(fmt.format(metrics[m][key]) for m in cols) + " |")
+        md.append(f"| {label} | " + " | ".join(
+            fmt.format(metrics[m][key]) if fmt else f"[{metrics[m][key + '_low']:.4f}, {metrics[m][key + '_high']:.4f}]"
+            for m in cols) + " |")
     md.append("| training time (s) | " + " | ".join(f"{timings[m]['train_seconds']:.0f}" for m in cols) + " |")
-    md += ["", "Training time is wall-clock on the machine that ran the stage; it lives in `reports/timings.json`, "
+    md += ["", f"The {ci} (confidence interval) of a score is the range it covers when the test reviews are redrawn "
+           "with replacement: a test set of other reviews from the same source would likely score inside it. "
+           "Training time is wall-clock on the machine that ran the stage; it lives in `reports/timings.json`, "
            "not `metrics.json`, so that the same params and seed give byte-identical metrics.", "",
-           "### How each model started and why it stopped", "", *stops, "", "## Confusion matrices", ""]
+           *parts["comparisons"], "### How each model started and why it stopped", "", *parts["stops"], "",
+           *parts["per_class"], "## Confusion matrices", ""]
     md += [f"![{TITLES[m]} confusion]({figs['confusion'][m]})" for m in cols]
     md += ["", "## Precision-recall", "", f"Positive class: {positive}. Dots: each model's operating point.", "",
-           f"![precision-recall curves]({figs['pr']})", "", "### Thresholds", "",
-           "| threshold | " + " | ".join(f"{TITLES[m]} P / R" for m in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for i, t in enumerate(THRESHOLDS):
-        md.append(f"| {t:.1f} | " + " | ".join(f"{tables[m]['rows'][i]['precision']:.3f} / {tables[m]['rows'][i]['recall']:.3f}" for m in cols) + " |")
-    for key, label in (("target_precision", f"lowest t with precision ≥ {target_p:.0%}"), ("target_recall", f"highest t with recall ≥ {target_r:.0%}")):
-        md.append(f"| {label} | " + " | ".join(
-            f"t={tables[m][key]['threshold']:.3f}: {tables[m][key]['precision']:.3f} / {tables[m][key]['recall']:.3f}" if tables[m][key] else "not reached"
-            for m in cols) + " |")
-    md += ["", f"![threshold table]({figs['thresholds']})", "", "## Training curves", "", f"![training curves]({figs['training']})", "",
-           *embedding_section, "## Where attention looked", "",
+           f"![precision-recall curves]({figs['pr']})", "", *parts["thresholds"],
+           f"![threshold table]({figs['thresholds']})", "", "## Training curves", "", f"![training curves]({figs['training']})", "",
+           *parts["embeddings"], "## Where attention looked", "",
            "Each token of a short test review, shaded by the weight the attention-pooling layer gave it "
            "(the weights over a review's real tokens sum to 1).", ""]
     for ex in examples:
@@ -369,35 +273,43 @@ def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, tables
     return "\n".join(md)
 
 
+def write_plot_data(preds: dict, summaries: dict, metrics: dict, labels: list[str], target_p: float, positive: str) -> dict:
+    """CSVs under reports/plots/ and the PR, confusion, per-class and training figures; returns the figures' paths."""
+    curves, class_points, figs = {}, {}, {"confusion": {}}
+    for m in MODELS:
+        y, probs, _ = preds[m]["test"]
+        pred = probs.argmax(1)
+        pts = pr_points(y, probs)
+        curves[m] = (pts, operating_point(y, probs), metrics[m]["pr_auc"])
+        class_points[m] = report_classes.class_pr_points(y, probs, labels)
+        write_csv(pl.DataFrame({"actual": [labels[i] for i in y], "predicted": [labels[i] for i in pred]}), PLOTS / "confusion" / f"{m}.csv")
+        write_csv(pts, PLOTS / "pr" / f"{m}.csv")
+        write_csv(class_points[m], PLOTS / "pr_per_class" / f"{m}.csv")
+        figs["confusion"][m] = fig_confusion(m, y, pred, labels)
+        if m in NEURAL:
+            write_csv(pl.DataFrame(summaries[m]["history"]).drop("seconds", strict=False), PLOTS / "train" / f"{m}.csv")
+    figs["pr"] = fig_pr(curves, positive, target_p)
+    figs["pr_per_class"] = report_classes.fig_pr_per_class(class_points, {m: metrics[m]["per_class"] for m in MODELS},
+                                                           labels, TITLES, COLORS, _save)
+    figs["training"] = fig_training({m: summaries[m]["history"] for m in NEURAL})
+    return figs
+
+
 @flow(name="report", log_prints=True)
 def report_flow() -> str:
     p = params()
     info = read_dataset_info()
     labels = info["labels"]
     C = len(labels)
-    target_p, target_r = p.report.target_precision, p.report.target_recall
+    target_p, target_r, alpha = p.report.target_precision, p.report.target_recall, p.report.significance
     positive = f"{labels[1]} against {labels[0]}" if C == 2 else "micro-averaged one-vs-rest over all classes"
 
     summaries = {m: json.loads((REPORTS / "train" / f"{m}.json").read_text()) for m in MODELS}
-    metrics, timings, tables, curves, figs = {}, {}, {}, {}, {"confusion": {}}
-    for m in MODELS:
-        y, probs, df = load_predictions(m, C)
-        s = summaries[m]
-        metrics[m] = {**model_metrics(y, probs), "parameters": s["parameters"], "epochs": s["epochs"], "best_epoch": s.get("best_epoch", 0)}
-        timings[m] = {"train_seconds": s["train_seconds"]}
-        tables[m] = threshold_rows(y, probs, target_p, target_r)
-        pts = pr_points(y, probs)
-        curves[m] = (pts, operating_point(y, probs), metrics[m]["pr_auc"])
-        pred = probs.argmax(1)
-        write_csv(pl.DataFrame({"actual": [labels[i] for i in y], "predicted": [labels[i] for i in pred]}), PLOTS / "confusion" / f"{m}.csv")
-        write_csv(pts, PLOTS / "pr" / f"{m}.csv")
-        figs["confusion"][m] = fig_confusion(m, y, pred, labels)
-        if m in NEURAL:
-            write_csv(pl.DataFrame(s["history"]).drop("seconds", strict=False), PLOTS / "train" / f"{m}.csv")
-
-    figs["pr"] = fig_pr(curves, positive, target_p)
-    figs["thresholds"] = fig_thresholds(tables, target_p, target_r)
-    figs["training"] = fig_training({m: summaries[m]["history"] for m in NEURAL})
+    timings = {m: {"train_seconds": summaries[m]["train_seconds"]} for m in MODELS}
+    preds = {m: load_predictions(m, C) for m in MODELS}
+    metrics, comparisons, tables = score_models(preds, summaries, labels, p)
+    figs = write_plot_data(preds, summaries, metrics, labels, target_p, positive)
+    figs["thresholds"] = report_thresholds.fig_thresholds(tables, TITLES, target_p, target_r, _save)
 
     test = pl.read_parquet(DATA / "tokens.parquet").filter(pl.col("split") == "test").sort("length").head(8)
     probe = TokenSet.from_frame(test)
@@ -413,13 +325,17 @@ def report_flow() -> str:
     examples = attention_examples(labels, p.report.attention_examples)
     space = embedding_space(labels, p.report, NEURAL, _save)
 
-    write_json(metrics, METRICS)
+    write_json({**metrics, "comparisons": comparisons}, METRICS)
     write_json(timings, TIMINGS)
-    report = markdown_report(info, metrics, timings, figs, tables, shapes, legends, examples, positive, target_p, target_r,
-                             stop_lines(summaries), section_markdown(space))
+    verdict = report_stats.verdict(metrics, comparisons, TITLES, NEURAL, alpha)
+    parts = {"verdict": verdict, "comparisons": report_stats.comparison_markdown(comparisons, TITLES, alpha),
+             "thresholds": report_thresholds.markdown(tables, TITLES, target_p, target_r),
+             "per_class": report_classes.markdown({m: metrics[m]["per_class"] for m in MODELS}, labels, TITLES, figs["pr_per_class"]),
+             "stops": stop_lines(summaries), "embeddings": section_markdown(space)}
+    report = markdown_report(info, metrics, timings, figs, parts, shapes, legends, examples, positive, alpha)
     write_text(report, REPORT)
     create_markdown_artifact(report, key="model-comparison", description="reports/report.md")  # shown in the Prefect UI
-    for line in verdict(metrics):
+    for line in verdict:
         print(line)
     print(f"report: {METRICS}, {REPORT}, {len(list(FIGURES.glob('*.png')))} figures in {FIGURES}")
     return str(REPORT)

@@ -1,11 +1,12 @@
-"""train@MODEL: fit one neural model on the token table, keep its best epoch, predict the test split.
+"""train@MODEL: fit one neural model on the token table, keep its best epoch, predict the val and test splits.
 
     python -m flows.train gru            # or gru_attention; dvc.yaml runs both through `foreach`
 
 Reads data/tokens.parquet (train for fitting, val for early stopping, test only for the final
 predictions), `train.*`, `model.<name>.*` and `seed`. Writes artifacts/<name>.pt (weights + everything
-`predict` needs to rebuild the model and its text pipeline), data/predictions/<name>.parquet (id,
-label_id, prob_<class id>) and reports/train/<name>.json (history, epochs, parameters, seconds).
+`predict` needs to rebuild the model and its text pipeline), data/predictions/<name>.parquet (id, split,
+label_id, prob_<class id>: the val rows, from which the report chooses its thresholds, then the test rows,
+on which it scores) and reports/train/<name>.json (history, epochs, parameters, seconds).
 A checkpoint is written after every epoch to artifacts/checkpoints/<name>.ckpt; `train.resume: true`
 continues from it when it was written with the same params.
 """
@@ -26,6 +27,7 @@ from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, ru
 from reweigh.params import ParamsError
 from models import MODELS, architecture, build_model, count_parameters
 from models.batching import TokenSet
+from models.gru import GRUEncoder
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 from reweigh.io import atomic_path, write_json, write_parquet
 
@@ -62,10 +64,12 @@ def initialise(model: torch.nn.Module, name: str, init: str, path=PRETRAINED) ->
             f"model.{name}: the pretrained embedding is {tuple(vectors.shape)} (vocabulary x pretrain.dim) but the "
             f"model's is {tuple(table.shape)} (vocabulary x model.{name}.embedding_dim): set model.{name}.embedding_dim "
             f"to pretrain.dim ({vectors.shape[1]}), or model.{name}.init: random")
-    if "encoder" not in saved:
+    is_gru = isinstance(model.encoder, GRUEncoder)
+    if "encoder" not in saved or not is_gru:  # a pretrained GRU encoder fits the GRUs only; others take the vectors
         with torch.no_grad():
             table.copy_(vectors)
-        return f"pretrained embedding ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]})"
+        note = "" if "encoder" not in saved else "; the pretrained GRU encoder does not fit this model, left out"
+        return f"pretrained embedding ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]}){note}"
     mine = model.encoder.state_dict()
     if {k: v.shape for k, v in saved["encoder"].items()} != {k: v.shape for k, v in mine.items()}:
         have = saved["encoder_config"]
@@ -87,11 +91,23 @@ def build_initialised(name: str, p, vocab_size: int, n_classes: int, pretrained=
     return model, hyper, initialise(model, name, section.init, pretrained)
 
 
-def prediction_frame(ids: pl.Series, label_ids, probs) -> pl.DataFrame:
-    """id, label_id, prob_0 .. prob_{C-1}: the table every model hands the report stage."""
-    return pl.DataFrame({"id": ids, "label_id": pl.Series(label_ids, dtype=pl.Int64)}).with_columns(
+def prediction_frame(split: str, ids: pl.Series, label_ids, probs) -> pl.DataFrame:
+    """id, split, label_id, prob_0 .. prob_{C-1} of one split's rows: what every model hands the report stage.
+    probs: (N, C) class probabilities, rows in the order of ids (N,)."""
+    return pl.DataFrame({"id": ids, "split": pl.Series([split] * len(ids), dtype=pl.String),
+                         "label_id": pl.Series(label_ids, dtype=pl.Int64)}).with_columns(
         pl.Series(f"prob_{c}", probs[:, c], dtype=pl.Float64) for c in range(probs.shape[1])
     )
+
+
+def predictions_table(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The val and test frames as one table (val rows first), checked to hold both splits."""
+    table = pl.concat(frames)
+    missing = {"val", "test"} - set(table["split"])
+    if missing:
+        raise ValueError(f"predictions lack the {sorted(missing)} split(s): the report needs val (to choose "
+                         f"thresholds) and test (to score); check dataset.val_fraction and the ingest stage")
+    return table
 
 
 @flow(name="train", flow_run_name="train-{name}", log_prints=True)
@@ -121,8 +137,9 @@ def train_flow(name: str) -> str:
     model.load_state_dict(result.best_state)
     device = setup_torch(p.train.device, p.train.threads)
     model.to(device)
+    val_probs = predict_proba(model, data["val"], p.train.batch_size, device)  # (N_val, C): the report's thresholds
     t0 = time.perf_counter()
-    probs = predict_proba(model, data["test"], p.train.batch_size, device)
+    probs = predict_proba(model, data["test"], p.train.batch_size, device)  # (N_test, C)
     test_seconds = time.perf_counter() - t0
     accuracy = float((probs.argmax(1) == data["test"].labels).mean())
 
@@ -135,7 +152,9 @@ def train_flow(name: str) -> str:
             "clean_steps": list(p.clean.steps),
             "tokenize": {"kind": p.tokenize.kind, "max_length": p.tokenize.max_length},
         }, tmp)
-    write_parquet(prediction_frame(splits["test"]["id"], data["test"].labels, probs), predictions_path(name))
+    write_parquet(predictions_table([prediction_frame("val", splits["val"]["id"], data["val"].labels, val_probs),
+                                     prediction_frame("test", splits["test"]["id"], data["test"].labels, probs)]),
+                  predictions_path(name))
     write_json({
         "model": name,
         "parameters": n_params,

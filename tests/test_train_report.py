@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import NEUTRAL, make_project
+from conftest import NEUTRAL, Project, make_project
 
 LABELS = ["bad", "meh", "good"]
 CUES = {
@@ -52,18 +53,41 @@ def three_class(tmp_path_factory):
 
 
 def stages_run(result) -> set[str]:
-    return {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")}
+    """The stages `dvc repro` ran, leaving out `sources`, the freshness check every repro runs."""
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")}
+    assert "sources" in ran, result.stdout[-2000:]
+    return ran - {"sources"}
+
+
+def stale(project) -> dict:
+    """`dvc status`, less the `sources` check's constant 'always changed'."""
+    status = json.loads(project.dvc("status", "--json").stdout)
+    assert status.pop("sources", None) == ["always changed"], status
+    return status
 
 
 @pytest.mark.slow
 def test_report_files_are_complete_and_well_formed(three_class):
     reports = three_class.path / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
+    comparisons = metrics.pop("comparisons")
     assert set(metrics) == {"gru", "gru_attention", "baseline"}
     for name, m in metrics.items():
         for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "pr_auc"):
             assert 0 <= m[key] <= 1, (name, key, m[key])
         assert m["parameters"] > 0
+        for key in ("accuracy", "f1_macro"):  # the bootstrap interval holds the score itself
+            assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], (name, key)
+        assert list(m["per_class"]) == LABELS and sum(c["support"] for c in m["per_class"].values()) == 63  # 30% of 210
+        assert min(c["f1"] for c in m["per_class"].values()) <= m["f1_macro"] <= max(c["f1"] for c in m["per_class"].values())
+        assert "threshold" in m["thresholds"]["target_recall"], "recall >= 90% is always reachable on validation"
+    assert set(comparisons) == {"gru_vs_baseline", "gru_attention_vs_baseline", "gru_attention_vs_gru"}
+    for key, c in comparisons.items():
+        first, second = key.split("_vs_")
+        assert c["accuracy_diff"] == pytest.approx(metrics[first]["accuracy"] - metrics[second]["accuracy"], abs=1e-5)
+        assert 0 <= c["mcnemar_p"] <= 1 and c["accuracy_diff_ci_low"] <= c["accuracy_diff"] <= c["accuracy_diff_ci_high"]
+        unsure = c["mcnemar_p"] >= 0.05 or c["accuracy_diff_ci_low"] <= 0 <= c["accuracy_diff_ci_high"]
+        assert c["accuracy_verdict"] in (-1, 0, 1) and (c["accuracy_verdict"] == 0) == unsure, key
     assert metrics["gru"]["epochs"] >= 1 and metrics["gru_attention"]["best_epoch"] >= 1
     assert metrics["baseline"]["accuracy"] > 0.5, "the cues make this an easy task"
     timings = json.loads((reports / "timings.json").read_text())
@@ -74,19 +98,32 @@ def test_report_files_are_complete_and_well_formed(three_class):
         assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
         assert (three_class.path / "artifacts" / f"{name}.pt").exists()
     import polars as pl
-    preds = pl.read_parquet(three_class.path / "data" / "predictions" / "gru_attention.parquet")
-    assert preds.columns == ["id", "label_id", "prob_0", "prob_1", "prob_2"]
+    tokens = pl.read_parquet(three_class.path / "data" / "tokens.parquet", columns=["id", "split"])
+    for name in ("gru", "gru_attention", "baseline"):  # every model predicts val (thresholds) and test (scores)
+        preds = pl.read_parquet(three_class.path / "data" / "predictions" / f"{name}.parquet")
+        assert preds.columns == ["id", "split", "label_id", "prob_0", "prob_1", "prob_2"]
+        for part in ("val", "test"):
+            assert sorted(preds.filter(pl.col("split") == part)["id"]) == sorted(tokens.filter(pl.col("split") == part)["id"])
     assert np.allclose(preds.select(pl.sum_horizontal("prob_0", "prob_1", "prob_2")).to_series().to_numpy(), 1, atol=1e-4)
 
     figures = reports / "figures"
     expected = {"confusion_gru.png", "confusion_gru_attention.png", "confusion_baseline.png", "pr_curves.png",
-                "thresholds.png", "training_curves.png", "shapes.png", "attention_1.png", "attention_2.png", "embedding_space.png"}
+                "pr_per_class.png", "thresholds.png", "training_curves.png", "shapes.png", "attention_1.png", "attention_2.png",
+                "embedding_space.png"}
     assert expected <= {p.name for p in figures.glob("*.png")}
     for png in figures.glob("*.png"):
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 100, png.name
     report = (reports / "report.md").read_text()
-    assert "wins" in report and "| accuracy |" in report
+    assert "| accuracy |" in report and "| accuracy, 95% CI | [" in report
+    # The headline names a winner exactly when the top two models' difference is significant.
+    top, second = sorted(metrics, key=lambda m: -metrics[m]["accuracy"])[:2]
+    pair = comparisons.get(f"{top}_vs_{second}") or {"accuracy_verdict": -comparisons[f"{second}_vs_{top}"]["accuracy_verdict"]}
+    headline = report.split("## Verdict")[1].strip().splitlines()[0]
+    assert ("wins" in headline) == (pair["accuracy_verdict"] == 1) and ("No significant winner" in headline) != ("wins" in headline)
+    assert "### Is the difference real?" in report and "McNemar p" in report
+    assert "## Per class" in report and all(f"| {label} | 21 |" in report for label in LABELS)
+    assert "| target | model | t (from validation) | validation P / R | test P / R | test-optimal t | its test P / R |" in report
     for name in expected:
         assert f"figures/{name}" in report, f"report.md does not link {name}"
     assert "## The semantic vector space" in report and "| probe | pretrained | gru | gru_attention |" in report
@@ -104,13 +141,18 @@ def test_report_files_are_complete_and_well_formed(three_class):
     assert space["projection"]["space"] == "pretrained" and space["one_hot"]["embedding_dim"] == 16
     confusion = pl.read_csv(reports / "plots" / "confusion" / "gru.csv")
     assert confusion.columns == ["actual", "predicted"] and set(confusion["actual"]) <= set(LABELS)
+    per_class = pl.read_csv(reports / "plots" / "pr_per_class" / "baseline.csv")
+    assert per_class.columns == ["class", "recall", "precision", "threshold"] and set(per_class["class"]) == set(LABELS)
 
 
 @pytest.mark.slow
 def test_dvc_reads_metrics_and_plots(three_class):
     shown = json.loads(three_class.dvc("metrics", "show", "--json").stdout)
     workspace = next(iter(shown.values()))["data"]  # keyed by revision; the workspace is ""
-    assert "gru_attention" in workspace["reports/metrics.json"]["data"]
+    assert "error" not in workspace["reports/metrics.json"]
+    shown_metrics = workspace["reports/metrics.json"]["data"]
+    assert "gru_attention" in shown_metrics and "mcnemar_p" in shown_metrics["comparisons"]["gru_attention_vs_gru"]
+    assert "f1" in shown_metrics["gru"]["per_class"]["meh"]
     plots = json.loads(three_class.dvc("plots", "show", "--json").stdout)
     assert "errors" not in plots, plots.get("errors")
     names = set(plots["data"])
@@ -124,7 +166,7 @@ def test_dvc_reads_metrics_and_plots(three_class):
 def test_one_model_param_reruns_only_it_and_retraining_is_deterministic(three_class):
     three_class.set_params({"model": {"gru": {"dropout": 0.25}}})
     try:
-        assert set(json.loads(three_class.dvc("status", "--json").stdout)) == {"train@gru"}
+        assert set(stale(three_class)) == {"train@gru"}
         assert stages_run(three_class.dvc("repro")) == {"train@gru", "report"}
     finally:
         three_class.set_params({"model": {"gru": {"dropout": 0.3}}})
@@ -133,7 +175,7 @@ def test_one_model_param_reruns_only_it_and_retraining_is_deterministic(three_cl
     assert stages_run(three_class.dvc("repro", "--no-run-cache")) == {"train@gru", "report"}
     assert (three_class.path / "reports" / "metrics.json").read_bytes() == three_class.first_metrics
     assert (three_class.path / "reports" / "embeddings.json").read_bytes() == three_class.first_embeddings
-    assert json.loads(three_class.dvc("status", "--json").stdout) == {}
+    assert stale(three_class) == {}
 
 
 @pytest.mark.slow
@@ -151,3 +193,31 @@ def test_predict_shows_label_probabilities_and_attended_tokens(three_class):
     assert json.loads(baseline)["label"] == "good"
     missing = three_class.run(sys.executable, "-m", "flows.predict", check=False)
     assert missing.returncode != 0
+
+
+@pytest.mark.slow
+def test_thresholds_are_chosen_on_validation_never_on_test(three_class, tmp_path):
+    """Only the test rows of every prediction file change (labels and probabilities); the report, rerun on its
+    own, keeps every threshold it chose and its validation figures, while its test figures move."""
+    copy = Project(tmp_path / "project", {**three_class.env, "PYTHONPATH": str(tmp_path / "project")})
+    shutil.copytree(three_class.path, copy.path, ignore=shutil.ignore_patterns(".dvc", ".git"))
+    import polars as pl
+    for name in ("gru", "gru_attention", "baseline"):
+        path = copy.path / "data" / "predictions" / f"{name}.parquet"
+        preds = pl.read_parquet(path)
+        test = pl.col("split") == "test"
+        preds = preds.with_columns(  # test rows only: every label moved to the next class, probabilities rotated
+            pl.when(test).then((pl.col("label_id") + 1) % 3).otherwise(pl.col("label_id")).alias("label_id"),
+            *(pl.when(test).then(pl.col(f"prob_{(c + 1) % 3}")).otherwise(pl.col(f"prob_{c}")).alias(f"prob_{c}") for c in range(3)))
+        preds.write_parquet(path)
+    copy.run(sys.executable, "-m", "flows.report")
+    before = json.loads((three_class.path / "reports" / "metrics.json").read_text())
+    after = json.loads((copy.path / "reports" / "metrics.json").read_text())
+    chosen_keys = ("threshold", "val_precision", "val_recall")
+    for name in ("gru", "gru_attention", "baseline"):
+        for goal, entry in before[name]["thresholds"].items():
+            chosen = {k: entry[k] for k in chosen_keys if k in entry}
+            assert chosen == {k: after[name]["thresholds"][goal][k] for k in chosen}, (name, goal)
+        assert after[name]["accuracy"] != before[name]["accuracy"], "the test rows did change"
+    assert any(after[m]["thresholds"][g].get("test_precision") != before[m]["thresholds"][g].get("test_precision")
+               for m in before if m != "comparisons" for g in before[m]["thresholds"])
