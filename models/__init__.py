@@ -7,11 +7,15 @@ from typing import Any
 from torch import nn
 
 from models.attention import AttentionGRUClassifier, AttentionGRUConfig
+from models.cnn import CNNClassifier, CNNConfig
 from models.gru import GRUClassifier, GRUConfig
+from models.transformer import TransformerClassifier, TransformerConfig
 
-MODELS: dict[str, tuple[type[GRUConfig], type[nn.Module]]] = {
+MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "gru": (GRUConfig, GRUClassifier),
     "gru_attention": (AttentionGRUConfig, AttentionGRUClassifier),
+    "cnn": (CNNConfig, CNNClassifier),  # buildable from params; not in the default pipeline (MODEL_NAMES)
+    "transformer": (TransformerConfig, TransformerClassifier),
 }
 
 
@@ -22,7 +26,7 @@ def architecture(name: str, section: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(name: str, vocab_size: int, n_classes: int, **hyper: Any) -> nn.Module:
-    """A fresh model of kind `name` (gru | gru_attention) from its params.yaml section."""
+    """A fresh model of kind `name` (gru | gru_attention | cnn | transformer) from its params.yaml section."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     config_cls, model_cls = MODELS[name]
