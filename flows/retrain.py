@@ -13,7 +13,8 @@
   `retrain.promote` (always | if_not_worse), `promote_metric` and `tolerance` decide.
 - **Promoted**: `dvc exp apply` brings the challenger's params, dvc.lock, reports and outputs into the
   workspace, then `dvc push`. **Not promoted**: nothing is applied or pushed; the run ends in a Failed
-  state named `NotPromoted` (red in the UI: it needs a person) with the reason in its artifact.
+  state (red in the UI: it needs a person) whose message starts "not promoted:", the reason in its artifact.
+  (A custom state name would hide it: the UI's run filters match state names.)
 - A failing step stops the flow naming the step and, for the challenger, the DVC stage; one retrain per
   workspace at a time (a lock file under .dvc/tmp). A promotion first sets the champion's files aside
   (.dvc/tmp/reweigh-champion): if it is cut off, the next run restores the champion before anything else.
@@ -351,7 +352,7 @@ def retrain_flow(
            "overrides": changes, "timings": timings, "pushed_to": pushed_to,
            "metrics": [list(m) for m in result["metrics"]] if result else []}
     if outcome == "not promoted":
-        return Failed(name="NotPromoted", message=f"not promoted: {result['decision'].reason}. The champion stays; "
+        return Failed(message=f"not promoted: {result['decision'].reason}. The champion stays; "
                                                   f"the challenger is DVC experiment {name}.")
     return out
 

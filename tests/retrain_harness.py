@@ -251,6 +251,7 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     timed("new_data", NEW_DATA_PARAMETERS)
     served.snapshots["before_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
     timed("nothing_new", {})
+    served.snapshots["after_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
     served.snapshots["before_corrupted"] = {"workspace": snapshot(project.path), "remote": snapshot(remote)}
     clean = data.read_bytes()
     write_rows(data, reviews(600, "train", 5, flip=True))

@@ -2,7 +2,7 @@
 
 It opens the UI of the server the harness started (tests/retrain_harness.py), finds the retrain
 deployment with its cron schedule, the run started with custom parameters and its logs, the run whose
-challenger was not promoted (state NotPromoted) and its decision artifact, and saves screenshots under build/test-output/browser/ (REWEIGH_TEST_OUTPUT overrides).
+challenger was not promoted (a Failed state, "not promoted: …") and its decision artifact, and saves screenshots under build/test-output/browser/ (REWEIGH_TEST_OUTPUT overrides).
 `make test` installs Debian's chromium when /usr/bin/chromium is missing; in CI (CI set) a missing
 browser fails this test, elsewhere it is skipped with the reason.
 """
@@ -72,7 +72,7 @@ def test_ui_shows_deployment_schedule_run_logs_and_artifact(served_retrain: Serv
 
 def _walk_through_the_ui(served_retrain: Served, page) -> None:
     run = served_retrain.flow_run  # the run with custom parameters, promoted
-    rejected = served_retrain.runs["corrupted"]  # the run whose challenger was worse: NotPromoted
+    rejected = served_retrain.runs["corrupted"]  # the run whose challenger was worse: Failed, not promoted
     assert run["state_type"] == "COMPLETED", run["state"]
     ui = served_retrain.ui
 
@@ -85,7 +85,7 @@ def _walk_through_the_ui(served_retrain: Served, page) -> None:
     page.goto(f"{ui}/deployments/deployment/{served_retrain.deployment_id}")
     page.get_by_text(re.compile(r"At 03:00 AM|0 3 \* \* \*")).first.wait_for()
     page.get_by_text(rejected["name"]).first.wait_for()
-    page.get_by_text("NotPromoted").first.wait_for()
+    page.get_by_text("Failed").first.wait_for()
     _shot(page, "2-deployment-schedule-runs")
 
     # the flow run with custom parameters: completed, the DVC steps in its logs
@@ -96,7 +96,8 @@ def _walk_through_the_ui(served_retrain: Served, page) -> None:
 
     # the rejected run: its state says why it needs a person
     page.goto(f"{ui}/runs/flow-run/{rejected['id']}")
-    page.get_by_text("NotPromoted").first.wait_for()
+    page.get_by_text("Failed", exact=True).first.wait_for()  # red, in the failed-runs views
+    page.get_by_text("champion vs challenger").first.wait_for()  # the judging task ran (not a broken step)
     _shot(page, "4-rejected-run")
 
     # its decision artifact: the rule, both sides' scores, the rows added, the metrics that changed
