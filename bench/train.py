@@ -102,7 +102,9 @@ def _measure(tokens: str, name: str, hyper: dict, mode: str, batch_size: int, ma
 
 
 QUICK_MODELS = {"gru": {"embedding_dim": 32, "hidden_size": 32},
-                "gru_attention": {"embedding_dim": 32, "hidden_size": 32, "heads": 2}}
+                "gru_attention": {"embedding_dim": 32, "hidden_size": 32, "heads": 2},
+                "cnn": {"embedding_dim": 32, "filters": 32},
+                "transformer": {"embedding_dim": 32, "heads": 2, "ff": 64}}
 
 
 def run(work: Path, p, quick: bool) -> dict[str, Any]:
@@ -112,8 +114,8 @@ def run(work: Path, p, quick: bool) -> dict[str, Any]:
                            "threads": p.train.threads, "models": {}}
     from models import architecture
 
-    for name in ("gru", "gru_attention"):
-        hyper = {**architecture(name, getattr(p.model, name).model_dump()), **(QUICK_MODELS[name] if quick else {})}
+    for name in p.train.models:  # the models the pipeline trains (params.yaml train.models)
+        hyper = {**architecture(name, getattr(p.model, name).model_dump()), **(QUICK_MODELS.get(name, {}) if quick else {})}
         rows = {mode: in_child(_measure, tokens, name, hyper, mode, p.train.batch_size, p.tokenize.max_length,
                                p.train.threads, p.train.lr, p.train.weight_decay, p.train.grad_clip, p.seed,
                                warmup, measure)

@@ -1,4 +1,4 @@
-"""predict: classify new text with a trained model; for the attention model, show the tokens it weighed most.
+"""predict: classify new text with a trained model; for the attention models, show the tokens they weighed most.
 
     python -m flows.predict "a wonderful, moving film" "two hours I will never get back"
     python -m flows.predict --model gru --file reviews.txt          # one review per line
@@ -23,11 +23,36 @@ from tokenizers import Tokenizer
 from flows.clean import clean_texts
 from flows.common import ARTIFACTS
 from flows.tokenize import encode
-from models import build_model
+from models import MODELS, build_model
 from models.batching import TokenSet
+from models.gru import padding_mask
 
 TOKENIZER = ARTIFACTS / "tokenizer.json"
-MODEL_CHOICES = ("gru_attention", "gru", "baseline")
+# Any model a run can train (params.yaml train.models picks which are), and the baseline.
+MODEL_CHOICES = ("gru_attention", *(m for m in MODELS if m != "gru_attention"), "baseline")
+ATTENTION_MODELS = ("gru_attention", "transformer")  # the models with weights over the tokens to show
+
+
+def forward_with_weights(net: torch.nn.Module, name: str, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (N, C) and, for the attention models, one weight per token (N, T) summing to 1 over a review's real
+    tokens: GRU + attention and an attention-pooled Transformer, their pooling weights; a mean-pooled Transformer
+    (whose pooling weights are all 1/L), the attention each token received in the last block, averaged over its
+    heads and over the real tokens that attend. None for the other models."""
+    if name not in ATTENTION_MODELS:
+        return net(ids, lengths), None
+    logits, att = net(ids, lengths, return_attention=True)  # (N, C), {"self": (N, nh, T, T), "pool": (N, T)}
+    if name == "gru_attention" or net.cfg.pooling == "attention":
+        return logits, att["pool"]
+    received = att["self"].mean(1)  # (N, T, T): query x key, mean over heads
+    real = (~padding_mask(lengths, ids.size(1))).to(received.dtype)  # (N, T)
+    return logits, (received * real[:, :, None]).sum(1) / real.sum(1, keepdim=True)  # (N, T)
+
+
+def weights_meaning(name: str, net: torch.nn.Module) -> str:
+    """What forward_with_weights' per-token weights are, for captions."""
+    if name == "gru_attention" or getattr(net.cfg, "pooling", "") == "attention":
+        return "attention-pooling weight"
+    return "attention received in the last block (mean over heads and queries)"
 
 
 def load_model(name: str, artifacts: Path = ARTIFACTS) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -47,7 +72,7 @@ def token_strings(tok: Tokenizer, ids: list[int]) -> list[str]:
 
 
 def predict(texts: list[str], model: str = "gru_attention", top_k: int = 8, artifacts: Path = ARTIFACTS) -> list[dict]:
-    """Label and class probabilities for each text; `top_tokens` (token, weight) for the attention model."""
+    """Label and class probabilities for each text; `top_tokens` (token, weight) for the attention models."""
     if model == "baseline":
         return _predict_baseline(texts, artifacts)
     net, ckpt = load_model(model, artifacts)
@@ -57,22 +82,19 @@ def predict(texts: list[str], model: str = "gru_attention", top_k: int = 8, arti
     data = TokenSet.from_lists(ids)
     batch_ids, lengths, _ = data.batch(list(range(len(data))))
     with torch.no_grad():
-        if model == "gru_attention":
-            logits, attention = net(batch_ids, lengths, return_attention=True)  # (N, C), {"pool": (N, T)}
-        else:
-            logits, attention = net(batch_ids, lengths), None  # (N, C)
+        logits, weights = forward_with_weights(net, model, batch_ids, lengths)  # (N, C), (N, T) or None
         probs = torch.softmax(logits, dim=-1)  # (N, C)
     labels = ckpt["labels"]
     out = []
     for i, text in enumerate(texts):
         row = {"text": text, "label": labels[int(probs[i].argmax())],
                "probabilities": {label: round(float(probs[i, c]), 4) for c, label in enumerate(labels)}}
-        if attention is not None:
+        if weights is not None:
             n = int(lengths[i])
-            weights = attention["pool"][i, :n]
+            w = weights[i, :n]
             tokens = token_strings(tok, batch_ids[i, :n].tolist())
-            top = torch.argsort(weights, descending=True)[:top_k].tolist()
-            row["top_tokens"] = [{"token": tokens[j], "position": j, "weight": round(float(weights[j]), 4)} for j in top]
+            top = torch.argsort(w, descending=True)[:top_k].tolist()
+            row["top_tokens"] = [{"token": tokens[j], "position": j, "weight": round(float(w[j]), 4)} for j in top]
         out.append(row)
     return out
 
@@ -102,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("texts", nargs="*", help="texts to classify")
     parser.add_argument("--file", type=Path, help="a file with one text per line")
     parser.add_argument("--model", choices=MODEL_CHOICES, default="gru_attention")
-    parser.add_argument("--top", type=int, default=8, help="tokens to show for the attention model")
+    parser.add_argument("--top", type=int, default=8, help="tokens to show for the attention models")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = parser.parse_args(argv)
     texts = list(args.texts)

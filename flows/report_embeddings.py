@@ -197,7 +197,7 @@ def embedding_space(labels: list[str], cfg: ReportParams, models: tuple[str, ...
     found = {space: neighbours(vectors, probe_ids) for space, vectors in spaces.items()}
 
     frequent = [int(i) for i in np.argsort(-totals, kind="stable") if i not in SPECIAL and totals[i] > 0][:cfg.projection_tokens]
-    shown = "pretrained" if "pretrained" in spaces else next(m for m in ("gru_attention", "gru") if m in spaces)
+    shown = "pretrained" if "pretrained" in spaces else next(m for m in reversed(list(spaces)) if m != "pretrained")
     xy, variance = projection(spaces[shown][frequent])  # (n, 2), (2,)
     what = (f"pretrained embedding ({V:,} x {spaces[shown].shape[1]})" if shown == "pretrained" else
             f"{shown}'s trained embedding (no {PRETRAINED} to show)")
@@ -229,9 +229,9 @@ def section_markdown(space: dict[str, Any]) -> list[str]:
     probes = space["probes"]
     spaces = list(probes[0]["neighbours"]) if probes else []
     md = ["## The semantic vector space", "",
-          "A model cannot do arithmetic on a token id: id 512 is not \"more\" than id 511. So the first layer of both neural "
-          "models is an **embedding**: a table with one row of E numbers per vocabulary entry. Each id in a review picks its "
-          "row, and the GRU reads that sequence of vectors. With `init: pretrained` the rows start from the pretrain stage's "
+          "A model cannot do arithmetic on a token id: id 512 is not \"more\" than id 511. So the first layer of every neural "
+          "model is an **embedding**: a table with one row of E numbers per vocabulary entry. Each id in a review picks its "
+          "row, and the model (GRU, convolutions or Transformer) reads that sequence of vectors. With `init: pretrained` the rows start from the pretrain stage's "
           "vectors (learned from which tokens appear near which, without labels); training keeps adjusting them. Tokens used alike end up "
           "pointing alike; **cosine similarity** measures that (1: same direction, 0: unrelated).", ""]
     if any(p["cue_of"] for p in probes):

@@ -19,13 +19,19 @@ from sklearn.preprocessing import label_binarize
 from flows import report_classes, report_stats, report_thresholds
 from flows.common import DATA
 from flows.report_thresholds import scores
-from reweigh.params import Params
+from reweigh.params import MODEL_NAMES, Params
 
-NEURAL = ("gru", "gru_attention")
+NEURAL = MODEL_NAMES  # the default train.models; a run's own set is params().train.models
 MODELS = (*NEURAL, "baseline")
 
-# Pairs compared for significance, first minus second: each neural model against the bar, then attention.
-PAIRS = (("gru", "baseline"), ("gru_attention", "baseline"), ("gru_attention", "gru"))
+
+def pairs(neural: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """Pairs compared for significance, first minus second: each neural model against the bar (the baseline),
+    then each neural model against every one listed before it in train.models (gru_attention − gru, ...)."""
+    return [(m, "baseline") for m in neural] + [(b, a) for i, a in enumerate(neural) for b in neural[i + 1:]]
+
+
+PAIRS = tuple(pairs(NEURAL))  # the default set's: (gru, baseline), (gru_attention, baseline), (gru_attention, gru)
 
 
 def load_predictions(name: str, n_classes: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -88,19 +94,21 @@ def pr_points(y: np.ndarray, probs: np.ndarray, n: int = 200) -> pl.DataFrame:
 
 
 def score_models(preds: dict, summaries: dict[str, dict[str, Any]], labels: list[str], p: Params) -> tuple[dict, dict, dict]:
-    """metrics (per model), comparisons (per pair, paired on the test rows) and threshold tables (per model)."""
+    """metrics (per model), comparisons (per pair, paired on the test rows) and threshold tables (per model);
+    `preds` holds every model of the run (train.models, then the baseline), in that order."""
     C, alpha, cfg = len(labels), p.report.significance, p.report
+    models = list(preds)
     same_rows(preds)
-    y = preds[MODELS[0]]["test"][0]  # (N,) the same rows for every model
-    decided = {m: preds[m]["test"][1].argmax(1) for m in MODELS}  # (N,) each model's own decisions
+    y = preds[models[0]]["test"][0]  # (N,) the same rows for every model
+    decided = {m: preds[m]["test"][1].argmax(1) for m in models}  # (N,) each model's own decisions
     boot = report_stats.bootstrap(y, decided, C, cfg.bootstrap_samples, p.seed)
     metrics, tables = {}, {}
-    for m in MODELS:
+    for m in models:
         probs, s = preds[m]["test"][1], summaries[m]
         tables[m] = report_thresholds.threshold_report(preds[m]["val"][:2], preds[m]["test"][:2], cfg.target_precision, cfg.target_recall)
         metrics[m] = {**model_metrics(y, probs), **report_stats.model_intervals(boot[m], alpha), "parameters": s["parameters"],
                       "epochs": s["epochs"], "best_epoch": s.get("best_epoch", 0),
                       "per_class": report_classes.per_class_metrics(y, probs, labels),
                       "thresholds": report_thresholds.metrics_entry(tables[m])}
-    comparisons = {f"{a}_vs_{b}": report_stats.compare(y, decided[a], decided[b], boot[a], boot[b], C, alpha) for a, b in PAIRS}
+    comparisons = {f"{a}_vs_{b}": report_stats.compare(y, decided[a], decided[b], boot[a], boot[b], C, alpha) for a, b in pairs([m for m in models if m != "baseline"])}
     return metrics, comparisons, tables

@@ -173,12 +173,12 @@ def verdict(metrics: dict[str, dict[str, Any]], comparisons: dict[str, dict[str,
         word = {1: "clears", -1: "falls below", 0: "is not significantly different from"}[c["accuracy_verdict"]]
         lines.append(f"- {titles[m]} {word} the TF-IDF bar: {accuracy_text(c, alpha)} "
                      f"({metrics[m]['accuracy']:.2%} against {metrics['baseline']['accuracy']:.2%}).")
-    if len(neural) == 2:
-        a, b = neural[1], neural[0]
-        c = oriented(comparisons, a, b)
-        word = {1: "significantly better", -1: "significantly worse", 0: "no significant difference"}[c["accuracy_verdict"]]
-        lines.append(f"- {titles[a]} against {titles[b]}: {word} ({accuracy_text(c, alpha)}); "
-                     f"{metrics[a]['pr_auc'] - metrics[b]['pr_auc']:+.4f} PR-AUC.")
+    for i, b in enumerate(neural):  # every pair of neural models, the later-listed one first
+        for a in neural[i + 1:]:
+            c = oriented(comparisons, a, b)
+            word = {1: "significantly better", -1: "significantly worse", 0: "no significant difference"}[c["accuracy_verdict"]]
+            lines.append(f"- {titles[a]} against {titles[b]}: {word} ({accuracy_text(c, alpha)}); "
+                         f"{metrics[a]['pr_auc'] - metrics[b]['pr_auc']:+.4f} PR-AUC.")
     return lines
 
 

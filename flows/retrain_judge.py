@@ -28,10 +28,20 @@ import yaml
 from flows.retrain_dvc import RetrainFailed, git
 from reweigh.params import MODEL_NAMES
 
-ARTIFACT_FILES = ("artifacts/tokenizer.json", *(f"artifacts/{m}.pt" for m in MODEL_NAMES), "artifacts/baseline.pkl")
+ARTIFACT_FILES = ("artifacts/tokenizer.json", *(f"artifacts/{m}.pt" for m in MODEL_NAMES), "artifacts/baseline.pkl")  # default set
 INGESTED = "data/ingested.parquet"
 SOURCES = "reports/sources.json"
-SCORED_MODELS = (*MODEL_NAMES, "baseline")
+SCORED_MODELS = (*MODEL_NAMES, "baseline")  # the default set's; a side scores the models its dvc.lock trained
+
+
+def lock_models(lock: dict[str, Any]) -> tuple[str, ...]:
+    """The neural models a dvc.lock trained (its train@<name> stages: params.yaml's train.models then), in order."""
+    found = tuple(s.split("@", 1)[1] for s in (lock.get("stages") or {}) if s.startswith("train@"))
+    return found or MODEL_NAMES
+
+
+def artifact_files(models: tuple[str, ...]) -> tuple[str, ...]:
+    return ("artifacts/tokenizer.json", *(f"artifacts/{m}.pt" for m in models), "artifacts/baseline.pkl")
 
 
 # ---------------------------------------------------------------- reading a side
@@ -96,7 +106,7 @@ def materialise(workdir: Path, cache: Path, side: Side, into: Path) -> Path | No
     """Copy this side's tokenizer and models into `into`/artifacts/ (for flows.predict); None if any is missing."""
     target = into / "artifacts"
     target.mkdir(parents=True, exist_ok=True)
-    for path in ARTIFACT_FILES:
+    for path in artifact_files(lock_models(side.lock)):
         source = cached_file(workdir, cache, side, path)
         if source is None and side.name == "champion" and (workdir / path).is_file():
             source = workdir / path  # a workspace output not (yet) in the cache
@@ -167,9 +177,11 @@ def score(artifacts: Path, texts: list[str], labels: list[str], chunk: int = 256
     from sklearn.metrics import accuracy_score, f1_score
 
     from flows.predict import predict
+    from models import MODELS
 
     out = {}
-    for model in SCORED_MODELS:
+    neural = tuple(m for m in MODELS if (artifacts / f"{m}.pt").is_file())  # what materialise copied: the side's set
+    for model in (*neural, "baseline"):
         predicted = [row["label"] for i in range(0, len(texts), chunk)
                      for row in predict(texts[i:i + chunk], model, top_k=0, artifacts=artifacts)]
         classes = sorted(set(labels) | set(predicted))
@@ -188,7 +200,7 @@ class Decision:
 
 
 def best_neural(scores: dict[str, dict[str, float]], metric: str) -> tuple[str, float]:
-    name = max(MODEL_NAMES, key=lambda m: scores[m][metric])
+    name = max((m for m in scores if m != "baseline"), key=lambda m: scores[m][metric])
     return name, scores[name][metric]
 
 

@@ -1,6 +1,6 @@
 """train@MODEL: fit one neural model on the token table, keep its best epoch, predict the val and test splits.
 
-    python -m flows.train gru            # or gru_attention; dvc.yaml runs both through `foreach`
+    python -m flows.train gru            # or gru_attention, cnn, transformer; dvc.yaml runs each of train.models (`foreach`)
 
 Reads data/tokens.parquet (train for fitting, val for early stopping, test only for the final
 predictions), `train.*`, `model.<name>.*` and `seed`. Writes artifacts/<name>.pt (weights + everything
@@ -124,9 +124,9 @@ def train_flow(name: str) -> str:
     model_params = getattr(p.model, name)
     n_params = count_parameters(model)
     fingerprint = hashlib.sha256(json.dumps(
-        [name, model_params.model_dump(), p.pretrain.model_dump(), p.train.model_dump(exclude={"resume", "threads", "device"}),
+        [name, model_params.model_dump(), p.pretrain.model_dump(), p.train.model_dump(exclude={"models", "resume", "threads", "device"}),
          p.seed, vocab_size, len(data["train"])], sort_keys=True).encode()).hexdigest()
-    loop = LoopConfig(**p.train.model_dump(), embedding_lr_scale=model_params.embedding_lr_scale, seed=p.seed,
+    loop = LoopConfig(**p.train.loop_fields(), embedding_lr_scale=model_params.embedding_lr_scale, seed=p.seed,
                       checkpoint=CHECKPOINTS / f"{name}.ckpt", fingerprint=fingerprint)
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     (CHECKPOINTS / ".gitignore").write_text("*\n")  # resumable state, never versioned

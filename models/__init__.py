@@ -14,7 +14,7 @@ from models.transformer import TransformerClassifier, TransformerConfig
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "gru": (GRUConfig, GRUClassifier),
     "gru_attention": (AttentionGRUConfig, AttentionGRUClassifier),
-    "cnn": (CNNConfig, CNNClassifier),  # buildable from params; not in the default pipeline (MODEL_NAMES)
+    "cnn": (CNNConfig, CNNClassifier),  # trained when params.yaml's train.models lists it
     "transformer": (TransformerConfig, TransformerClassifier),
 }
 

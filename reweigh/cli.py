@@ -26,7 +26,7 @@ def version() -> None:
 def predict_command(
     texts: list[str] = typer.Argument(None, help="texts to classify"),
     file: Path = typer.Option(None, "--file", "-f", help="a file with one text per line"),
-    model: str = typer.Option("gru_attention", "--model", "-m", help="gru_attention, gru or baseline"),
+    model: str = typer.Option("gru_attention", "--model", "-m", help="gru_attention, gru, cnn, transformer (when trained) or baseline"),
     top: int = typer.Option(8, "--top", help="tokens to show for the attention model"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of readable lines"),
 ) -> None:

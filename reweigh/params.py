@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CLEAN_STEPS = ("strip_markup", "unescape_entities", "lowercase", "remove_punctuation", "normalize_whitespace")
 TOKENIZER_KINDS = ("word", "bpe", "wordpiece", "char")
-MODEL_NAMES = ("gru", "gru_attention")
+MODEL_NAMES = ("gru", "gru_attention")  # the default `train.models`: the models a run trains and reports
 
 
 class _Strict(BaseModel):
@@ -65,6 +65,9 @@ class PretrainParams(_Strict):
 
 
 class TrainParams(_Strict):
+    models: list[str] = Field(default_factory=lambda: list(MODEL_NAMES), min_length=1, description=(
+        "the neural models this run trains (one train@<name> stage each) and the report compares with the baseline; "
+        "each needs a model.<name> section (models/__init__.py MODELS)"))
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(5, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -78,6 +81,23 @@ class TrainParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     resume: bool = False
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, names: list[str]) -> list[str]:
+        known = list(ModelParams.model_fields)  # one model.<name> section per model of the registry (models.MODELS)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            hint = "; the baseline always runs (its own stage), leave it out" if "baseline" in unknown else ""
+            raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))}: choose from {', '.join(known)}{hint}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"model(s) named twice: {', '.join(repeated)}")
+        return names
+
+    def loop_fields(self) -> dict[str, Any]:
+        """The knobs of the training loop (models/train_loop.py LoopConfig): all but which models run."""
+        return self.model_dump(exclude={"models"})
 
 
 class GRUParams(_Strict):
@@ -110,7 +130,7 @@ class AttentionGRUParams(GRUParams):
 
 
 class CNNParams(_Strict):
-    """A Kim-style text CNN (models/cnn.py); trained only when named: python -m flows.train cnn."""
+    """A Kim-style text CNN (models/cnn.py); trained when train.models lists it (or: python -m flows.train cnn)."""
     init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
     embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
     embedding_dim: int = Field(64, ge=1)
@@ -127,7 +147,7 @@ class CNNParams(_Strict):
 
 
 class TransformerParams(_Strict):
-    """A small encoder-only Transformer (models/transformer.py); trained only when named: python -m flows.train transformer."""
+    """A small encoder-only Transformer (models/transformer.py); trained when train.models lists it."""
     init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
     embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
     embedding_dim: int = Field(64, ge=1, description="also the model width D; heads must divide it")
@@ -152,7 +172,7 @@ class TransformerParams(_Strict):
 class ModelParams(_Strict):
     gru: GRUParams = GRUParams()
     gru_attention: AttentionGRUParams = AttentionGRUParams()
-    cnn: CNNParams = CNNParams()  # not in MODEL_NAMES: built and trained only when named
+    cnn: CNNParams = CNNParams()  # not in the default train.models: trained when listed there (or named)
     transformer: TransformerParams = TransformerParams()
 
 
@@ -209,6 +229,14 @@ class Params(_Strict):
     baseline: BaselineParams = BaselineParams()
     report: ReportParams = ReportParams()
     retrain: RetrainParams = RetrainParams()
+
+    @model_validator(mode="after")
+    def _transformer_covers_reviews(self) -> "Params":
+        t = self.model.transformer
+        if "transformer" in self.train.models and t.max_len < self.tokenize.max_length:
+            raise ValueError(f"model.transformer.max_len {t.max_len} is below tokenize.max_length {self.tokenize.max_length}: "
+                             "the Transformer (in train.models) would meet reviews longer than its positions cover")
+        return self
 
 
 class ParamsError(ValueError):

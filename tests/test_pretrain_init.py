@@ -87,7 +87,7 @@ def _slow_to_learn(n: int, seed: int) -> TokenSet:
 
 def test_default_training_stops_by_patience_not_by_the_cap():
     p = load_params(ROOT / "params.yaml")
-    cfg = LoopConfig(**{**p.train.model_dump(), "threads": 1}, seed=p.seed)
+    cfg = LoopConfig(**{**p.train.loop_fields(), "threads": 1}, seed=p.seed)
     model, _, _ = build_initialised("gru", _params("random"), VOCAB, 2)
     result = train(model, _slow_to_learn(400, 1), _slow_to_learn(200, 2), cfg, log=lambda _m: None)
     val = [row["val_accuracy"] for row in result.history]
