@@ -1,9 +1,7 @@
 """What an adapter reads is a DVC dependency: the `sources` stage fingerprints it; ingest reruns on new data only."""
 from __future__ import annotations
 
-import csv
 import os
-import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,22 +10,9 @@ import pytest
 
 from adapters.scaffold import write_adapter
 from adapters.sources import SourceError, fingerprint
-from conftest import make_project, review
+from conftest import make_project
 from flows.sources import changes
-
-
-def write_csv(path: Path, rows: list[tuple[str, str, str]], mode: str = "w") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, mode, newline="") as fh:
-        writer = csv.writer(fh)
-        if mode == "w":
-            writer.writerow(["text", "label", "split"])
-        writer.writerows(rows)
-
-
-def reviews(n: int, split: str, seed: int) -> list[tuple[str, str, str]]:
-    rng = random.Random(seed)
-    return [(review(rng, label), label, split) for label in ("neg", "pos") * (n // 2)]
+from retrain_harness import reviews, write_rows
 
 
 def test_file_fingerprint_follows_content_not_place_or_time(tmp_path) -> None:
@@ -95,7 +80,7 @@ def _repro(project, *targets: str) -> str:
 @pytest.mark.timeout(600)
 def test_a_changed_table_file_reruns_ingest_and_an_unchanged_one_does_not(tmp_path) -> None:
     data = tmp_path / "outside" / "reviews.csv"  # outside the project, as a user's data usually is
-    write_csv(data, reviews(40, "train", 1) + reviews(20, "test", 2))
+    write_rows(data, reviews(40, "train", 1) + reviews(20, "test", 2), mode="w")
     project = make_project(tmp_path)
     project.replace_section("dataset", {"name": "table", "val_fraction": 0.1, "limit": 0, "train_limit": 0,
                                         "options": {"path": str(data), "split_column": "split"}})
@@ -106,7 +91,7 @@ def test_a_changed_table_file_reruns_ingest_and_an_unchanged_one_does_not(tmp_pa
     assert "Stage 'ingest' didn't change, skipping" in again  # ... and nothing new: ingest skipped
     os.utime(data, (2, 2))
     assert "Stage 'ingest' didn't change, skipping" in _repro(project, "ingest")  # a touch is not new data
-    write_csv(data, reviews(10, "train", 3), mode="a")
+    write_rows(data, reviews(10, "train", 3))
     rerun = _repro(project, "ingest")
     assert "Running stage 'ingest'" in rerun
     assert "reviews.csv changed" in rerun
