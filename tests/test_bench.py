@@ -83,10 +83,10 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
         assert _num(m["speedup_bucketed_vs_fixed"])
 
     p = b["pipeline"]
-    assert list(p["stages"])[:3] == ["ingest", "clean", "tokenize"]
+    assert list(p["stages"])[:4] == ["sources", "ingest", "clean", "tokenize"]
     for s in p["stages"].values():
         assert s["returncode"] == 0 and _num(s["wall_s"]) and _num(s["stage_s"]) and _num(s["stage_peak_rss_mb"])
-    assert _num(p["cold_repro_s"]) and _num(p["noop_repro_s"]) and p["noop_stages_run"] == []
+    assert _num(p["cold_repro_s"]) and _num(p["noop_repro_s"]) and p["noop_stages_run"] == ["sources"]  # only the freshness check
     assert p["slowest_stage"] in p["stages"]
     po = p["prefect_overhead"]
     assert len(po["as_flow_s"]) == len(po["bare_s"]) == 2 and _num(po["first_call_overhead_s"])
