@@ -41,6 +41,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from adapters.sources import describe
 from flows import retrain_judge as judge
 from flows.retrain_dvc import (LOCK_FILE, RetrainFailed, _logger, collect_overrides, dvc, dvc_json,  # noqa: F401
                                drop_restore_point, failed_stage, git_identity_env, recover_champion, remote_url,
@@ -179,7 +180,7 @@ def _change(old: Any, new: Any) -> str:
     return ""
 
 
-def summary_line(outcome: str, result: dict[str, Any] | None, news: dict[str, Any]) -> str:
+def summary_line(outcome: str, result: dict[str, Any] | None) -> str:
     """One line for the log and the artifact's first line."""
     if outcome == "nothing new":
         return "nothing new: the sources are unchanged and every stage is up to date; the champion stays"
@@ -222,7 +223,7 @@ def report_markdown(root: Path, outcome: str, summary: str, news: dict[str, Any]
                   "| file | metric | old | new | change |", "|---|---|---|---|---|"]
         lines += [f"| {f} | {m} | {_num(o)} | {_num(n)} | {_change(o, n)} |" for f, m, o, n in result["metrics"]] or ["| — | no metric changed | | | |"]
     else:
-        lines += ["- sources: " + ("; ".join(judge_describe(fp) for fp in news["current"].get("sources", [])) or "none declared")]
+        lines += ["- sources: " + ("; ".join(describe(fp) for fp in news["current"].get("sources", [])) or "none declared")]
     reports = root / "reports"
     lines += ["", "## Run", "", f"- workspace: `{root}`",
               f"- report: `{reports / 'report.md'}`",
@@ -232,12 +233,6 @@ def report_markdown(root: Path, outcome: str, summary: str, news: dict[str, Any]
     lines.append(f"- pushed to DVC remote: `{pushed_to}`" if pushed_to else "- not pushed")
     lines.append("- steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return "\n".join(lines)
-
-
-def judge_describe(fp: dict[str, Any]) -> str:
-    from adapters.sources import describe
-
-    return describe(fp)
 
 
 # ---------------------------------------------------------------- the flow
@@ -338,7 +333,7 @@ def retrain_flow(
         failure = RetrainFailed(step, f"{type(exc).__name__}: {exc}")
         _publish_failure(failure, root)
         raise failure from exc
-    summary = summary_line(outcome, result, news)
+    summary = summary_line(outcome, result)
     create_markdown_artifact(
         key=REPORT_KEY,
         markdown=report_markdown(root, outcome, summary, news, result, ran, name, changes, rule, metric, tol, pushed_to, timings),
