@@ -77,7 +77,7 @@ def check_for_news(workdir: Path) -> dict[str, Any]:
     stale = sorted(stage for stage, what in status.items() if what != [ALWAYS_CHANGED])
     if stale:
         logger.info("stages not up to date with dvc.lock: %s", ", ".join(stale))
-    return {"sources": sources["changed"], "stale": stale, "current": sources["current"]}
+    return {"sources": sources["changed"], "stale": stale, "current": sources["current"], "declared": sources["declared"]}
 
 
 @task(name="challenger: dvc exp run --temp", cache_policy=NO_CACHE)
@@ -93,7 +93,8 @@ def run_challenger(workdir: Path, name: str, overrides: dict[str, Any], copy_pat
 @task(name="champion vs challenger", cache_policy=NO_CACHE)
 def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float) -> dict[str, Any]:
     """What changed (sources, rows, metrics) and the decision, both sides scored on the newest test split."""
-    tracked = judge.metrics_files(workdir) + [judge.SOURCES]
+    metrics = judge.metrics_files(workdir)
+    tracked = metrics + [judge.SOURCES]
     challenger = judge.challenger_side(workdir, judge.experiment_rev(workdir, name), tracked)
     champion = judge.champion_side(workdir, tracked)
     cache = judge.cache_dir(workdir)
@@ -120,7 +121,7 @@ def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float) 
         "rows": judge.data_rows(judge.split_label_counts(old_table), judge.split_label_counts(new_table)),
         "sources": source_changes(json.loads(champion.files[judge.SOURCES]) if champion and judge.SOURCES in champion.files else None,
                                   json.loads(challenger.files.get(judge.SOURCES, "{}"))),
-        "metrics": judge.metric_changes(champion, challenger, judge.metrics_files(workdir)),
+        "metrics": judge.metric_changes(champion, challenger, metrics),
     }
 
 
@@ -148,21 +149,6 @@ def local_copy_paths(workdir: Path, sources: list[str]) -> list[str]:
         if not path.is_absolute() and "://" not in source and (workdir / path).exists():
             out.append(path.as_posix())
     return out
-
-
-def declared_sources(workdir: Path) -> list[str]:
-    from adapters.registry import get_adapter
-    from adapters.sources import declared_sources as declared
-
-    cwd = Path.cwd()
-    try:  # relative options (a table's path) are relative to the project root
-        os.chdir(workdir)
-        dataset = load_params(workdir / "params.yaml").dataset
-        return declared(get_adapter(dataset.name, dataset.options))
-    except Exception:  # the check step has already reported an adapter that cannot load
-        return []
-    finally:
-        os.chdir(cwd)
 
 
 # ---------------------------------------------------------------- the artifact
@@ -316,7 +302,7 @@ def retrain_flow(
             else:
                 step, started = "challenger", time.perf_counter()
                 name = f"retrain-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
-                ran = run_challenger(root, name, changes, local_copy_paths(root, declared_sources(root)), stage_timeout)
+                ran = run_challenger(root, name, changes, local_copy_paths(root, news["declared"]), stage_timeout)
                 timings["challenger"] = time.perf_counter() - started
                 step, started = "compare", time.perf_counter()
                 result = compare(root, name, rule, metric, tol)

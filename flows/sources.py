@@ -40,8 +40,9 @@ def read_recorded(path: Path = OUTPUT) -> dict[str, Any] | None:
 
 
 def collect(dataset: DatasetParams, root: Path = Path("."), recorded: dict[str, Any] | None = None,
-            warn=lambda message: None) -> dict[str, Any]:
-    """{dataset, sources: [fingerprint, ...]} for the adapter `dataset` selects (deterministic: no times)."""
+            warn=lambda message: None) -> tuple[dict[str, Any], list[str]]:
+    """{dataset, sources: [fingerprint, ...]} for the adapter `dataset` selects (deterministic: no times),
+    and the sources as the adapter declared them (paths as written, URLs)."""
     adapter = get_adapter(dataset.name, dataset.options)
     sources = declared_sources(adapter)
     before = (recorded or {}).get("sources") or []
@@ -50,7 +51,7 @@ def collect(dataset: DatasetParams, root: Path = Path("."), recorded: dict[str, 
     if not sources:
         out["note"] = f"adapter '{adapter.name}' {UNDECLARED}"
         warn(out["note"])
-    return out
+    return out, sources
 
 
 def changes(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,15 +71,16 @@ def check(root: Path = Path(".")) -> dict[str, Any]:
     """Recorded vs current fingerprints, computed without a flow run (the retrain's fast path)."""
     warnings: list[str] = []
     recorded = read_recorded(root / OUTPUT)
-    current = collect(params().dataset, root, recorded, warnings.append)
-    return {"recorded": recorded, "current": current, "changed": changes(recorded, current), "warnings": warnings}
+    current, declared = collect(params().dataset, root, recorded, warnings.append)
+    return {"recorded": recorded, "current": current, "declared": declared, "changed": changes(recorded, current),
+            "warnings": warnings}
 
 
 def record() -> dict[str, Any]:
     """The DVC stage: fingerprint the sources and write reports/sources.json (same bytes when unchanged)."""
     logger = logging.getLogger("reweigh.sources")
     recorded = read_recorded()
-    current = collect(params().dataset, Path("."), recorded, logger.warning)
+    current, _ = collect(params().dataset, Path("."), recorded, logger.warning)
     for change in changes(recorded, current):
         print(f"sources: {change['source']} changed: {change['old']} → {change['new']}")
     write_json(current, OUTPUT)
