@@ -23,10 +23,8 @@ from tokenizers import Tokenizer
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, run_stage
 from flows.tokenize import encode
-from models.batching import TokenSet
 from models.embeddings import ppmi_svd_embeddings
-from models.gru import GRUConfig, GRUEncoder
-from models.language_model import BidirectionalLM, train_language_model
+from models.language_model import pretrain_encoder
 from models.train_loop import setup_torch
 from reweigh.io import atomic_path, write_json
 
@@ -50,26 +48,6 @@ def corpus_ids(tok: Tokenizer, texts: list[str], kind: str, max_length: int, chu
     return flat, starts
 
 
-def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarray, starts: np.ndarray, p) -> dict:
-    """The GRU encoder both classifiers share, trained as a language model (models/language_model.py) from the
-    PPMI vectors, on the documents' first tokenize.max_length tokens (what the classifiers will read)."""
-    cfg = p.pretrain
-    device = setup_torch(p.train.device, p.train.threads)
-    lengths = np.minimum(np.diff(np.append(starts, len(ids))), p.tokenize.max_length)  # (n_docs,)
-    keep = lengths >= 2  # a one-token document has nothing to predict
-    data = TokenSet(ids, starts[keep], lengths[keep], np.zeros(int(keep.sum()), dtype=np.int64))
-    torch.manual_seed(p.seed)
-    encoder = GRUEncoder(GRUConfig(vocab_size=len(vectors), n_classes=1, embedding_dim=cfg.dim,
-                                   hidden_size=cfg.hidden_size, bidirectional=True, dropout=0.0))
-    with torch.no_grad():
-        encoder.embedding.weight.copy_(vectors)
-    lm = BidirectionalLM(encoder, counts, cfg.negatives)
-    history = train_language_model(lm, data, cfg.encoder_epochs, cfg.lr, cfg.batch_size, p.seed, device=device)
-    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-    return {"embedding": state["embedding.weight"], "encoder": state, "history": history,
-            "encoder_config": {"embedding_dim": cfg.dim, "hidden_size": cfg.hidden_size, "num_layers": 1, "bidirectional": True}}
-
-
 @flow(name="pretrain", log_prints=True)
 def pretrain_flow() -> str:
     p = params()
@@ -83,7 +61,10 @@ def pretrain_flow() -> str:
     method, saved = "ppmi_svd", {"embedding": torch.from_numpy(vectors)}
     if cfg.encoder_epochs:
         method = "ppmi_svd+bilm"
-        saved = pretrain_encoder(torch.from_numpy(vectors), torch.from_numpy(counts), ids, starts, p)
+        saved = pretrain_encoder(torch.from_numpy(vectors), torch.from_numpy(counts), ids, starts,
+                                 max_length=p.tokenize.max_length, hidden_size=cfg.hidden_size, negatives=cfg.negatives,
+                                 epochs=cfg.encoder_epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=p.seed,
+                                 device=setup_torch(p.train.device, p.train.threads))
     with atomic_path(OUTPUT) as tmp:
         torch.save({"method": method, "params": cfg.model_dump(), "seed": p.seed,
                     "counts": torch.from_numpy(counts), **saved}, tmp)

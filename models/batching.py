@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import polars as pl
 import torch
+
+if TYPE_CHECKING:
+    import polars as pl
 
 from models.gru import PAD_ID
 
@@ -34,6 +38,8 @@ class TokenSet:
 
     @classmethod
     def from_lists(cls, ids: pl.Series | list[list[int]], labels: np.ndarray | None = None) -> "TokenSet":
+        import polars as pl  # here, not at the top: the models need only torch + numpy to train (bench/ablations.py)
+
         series = ids if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.List(pl.UInt32))
         # An empty document (everything cleaned away) becomes one <unk>: a GRU needs at least one step.
         series = pl.select(pl.when(series.list.len() == 0).then(pl.lit([UNK_ID], dtype=pl.List(pl.UInt32))).otherwise(series)).to_series()

@@ -15,12 +15,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from models.batching import TokenSet, bucket_batches
-from models.gru import GRUEncoder, padding_mask
+from models.gru import GRUConfig, GRUEncoder, padding_mask
 
 
 class BidirectionalLM(nn.Module):
@@ -88,3 +89,26 @@ def train_language_model(lm: BidirectionalLM, data: TokenSet, epochs: int, lr: f
         history.append({"epoch": epoch, "loss": round(total / n, 4)})  # no seconds: the outputs stay byte-identical
         log(f"language model epoch {epoch}: loss {total / n:.4f}, {time.perf_counter() - t0:.0f} s")
     return history
+
+
+def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarray, starts: np.ndarray, *,
+                     max_length: int, hidden_size: int, negatives: int, epochs: int, lr: float, batch_size: int,
+                     seed: int, device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> dict:
+    """The GRU encoder both GRU classifiers share, trained as a language model from the embedding `vectors`
+    (V, E) on each document's first `max_length` tokens (what the classifiers will read). `ids` (N,) are all
+    documents one after another, `starts` (n_docs,) where each begins; `counts` (V,) each token's frequency.
+    Returns the encoder's weights, the per-epoch losses and the config the classifiers must match."""
+    lengths = np.minimum(np.diff(np.append(starts, len(ids))), max_length)  # (n_docs,)
+    keep = lengths >= 2  # a one-token document has nothing to predict
+    data = TokenSet(ids, starts[keep], lengths[keep], np.zeros(int(keep.sum()), dtype=np.int64))
+    torch.manual_seed(seed)
+    dim = vectors.shape[1]
+    encoder = GRUEncoder(GRUConfig(vocab_size=len(vectors), n_classes=1, embedding_dim=dim,
+                                   hidden_size=hidden_size, bidirectional=True, dropout=0.0))
+    with torch.no_grad():
+        encoder.embedding.weight.copy_(vectors)
+    lm = BidirectionalLM(encoder, counts, negatives)
+    history = train_language_model(lm, data, epochs, lr, batch_size, seed, log=log, device=device)
+    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    return {"embedding": state["embedding.weight"], "encoder": state, "history": history,
+            "encoder_config": {"embedding_dim": dim, "hidden_size": hidden_size, "num_layers": 1, "bidirectional": True}}

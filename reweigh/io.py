@@ -10,9 +10,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:  # polars is imported where it is used: models/ runs with torch + numpy alone (bench/ablations.py)
+    import polars as pl
 
 
 @contextmanager

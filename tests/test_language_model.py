@@ -7,7 +7,7 @@ import torch
 
 from models.batching import TokenSet
 from models.gru import GRUConfig, GRUEncoder
-from models.language_model import BidirectionalLM, train_language_model
+from models.language_model import BidirectionalLM, pretrain_encoder, train_language_model
 
 V = 30
 
@@ -58,7 +58,6 @@ def test_training_is_seeded():
 def test_the_pretrain_stage_hands_its_encoder_to_both_classifiers(tmp_path):
     from pathlib import Path
 
-    from flows.pretrain import pretrain_encoder
     from flows.train import build_initialised
     from reweigh.params import load_params
 
@@ -73,7 +72,10 @@ def test_the_pretrain_stage_hands_its_encoder_to_both_classifiers(tmp_path):
     ids = rng.integers(2, V, size=600)
     starts = np.arange(0, 600, 30)
     vectors = torch.randn(V, 16)
-    saved = pretrain_encoder(vectors, torch.ones(V, dtype=torch.long), ids, starts, p)
+    cfg = p.pretrain
+    saved = pretrain_encoder(vectors, torch.ones(V, dtype=torch.long), ids, starts, max_length=p.tokenize.max_length,
+                             hidden_size=cfg.hidden_size, negatives=cfg.negatives, epochs=cfg.encoder_epochs, lr=cfg.lr,
+                             batch_size=cfg.batch_size, seed=p.seed)
     assert saved["history"][0]["epoch"] == 1 and not torch.equal(saved["embedding"], vectors), "it trained"
     path = tmp_path / "pretrained.pt"
     torch.save({"method": "ppmi_svd+bilm", "params": {}, "seed": 0, "counts": torch.ones(V), **saved}, path)
