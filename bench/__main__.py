@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--archive PATH] [--out reports/]` → reports/bench.json + reports/bench.md.
 
 Benchmarks report; they assert nothing about time. Sections: clean, tokenize, train, pipeline, accuracy,
-pretrain (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
+pretrain, ablations (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain")
+SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -30,6 +30,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          "section reads the workspace's full run)")
     ap.add_argument("--train-limit", type=int,
                     help="pretrain section: labelled training reviews of its few-labels runs (default 1000; --quick: --limit / 10)")
+    ap.add_argument("--ablation-epochs", type=int,
+                    help="ablations section: at most this many epochs per variant (default: params.yaml's cap, patience "
+                         "decides; --quick: 2). On this CPU a full-IMDB Transformer epoch takes minutes: 1 gives seconds per epoch")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="reweigh-bench-prefect-"))
     import reweigh  # noqa: F401  (offline, quiet library defaults)
-    from bench import accuracy, clean, pipeline, pretrain, report, tokenize, train
+    from bench import ablations, accuracy, clean, pipeline, pretrain, report, tokenize, train
     from bench.common import ROOT, git_commit, machine, now_utc
     from bench.data import load_reviews, resolve_archive
     from reweigh.params import load_params
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": lambda: pipeline.run(work, archive, repro),
         "accuracy": lambda: accuracy.run(ROOT, work / "pipeline" / "project", not args.quick),
         "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit),
+        "ablations": lambda: ablations.section(work, archive, ablation, args.ablation_epochs or (2 if args.quick else None), out_dir),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -120,7 +120,14 @@ def render(b: dict[str, Any]) -> str:
         for ref, acc in a["references_accuracy_pct"].items():
             L.append(f"| {ref} (published) | {acc:.2f}% | – | – |")
         L.append("")
-    return "\n".join(L + _pretrain(dict(b.get("pretrain", {}))))
+    L += _pretrain(dict(b.get("pretrain", {})))
+    if "ablations" in b:
+        from bench.ablations import render as ablations
+
+        abl = dict(b["ablations"])
+        L += ["## ablations: positions, shuffled order, the 1/sqrt(d) scale, the padding mask", ""] + _error(abl)
+        L += ablations(abl) + [""] if "error" not in abl else []
+    return "\n".join(L)
 
 
 def _stopped(reason: str | None) -> str:
