@@ -78,7 +78,9 @@ def predict(texts: list[str], model: str = "gru_attention", top_k: int = 8, arti
     net, ckpt = load_model(model, artifacts)
     tok = Tokenizer.from_file(str(artifacts / TOKENIZER.name))
     cleaned = clean_texts(texts, ckpt["clean_steps"])
-    ids = encode(tok, cleaned, ckpt["tokenize"]["kind"], ckpt["tokenize"]["max_length"])
+    cut = ckpt["tokenize"]  # as the model was trained; a checkpoint from before `truncation` kept the head
+    ids = encode(tok, cleaned, cut["kind"], cut["max_length"], truncation=cut.get("truncation", "head"),
+                 head_share=cut.get("head_share", 0.5))
     data = TokenSet.from_lists(ids)
     batch_ids, lengths, _ = data.batch(list(range(len(data))))
     with torch.no_grad():

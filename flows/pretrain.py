@@ -22,7 +22,7 @@ from prefect import flow
 from tokenizers import Tokenizer
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, run_stage
-from flows.tokenize import encode
+from flows.tokenize import encode, head_tokens
 from models.embeddings import ppmi_svd_embeddings
 from models.language_model import pretrain_encoder
 from models.train_loop import setup_torch
@@ -64,7 +64,7 @@ def pretrain_flow() -> str:
         saved = pretrain_encoder(torch.from_numpy(vectors), torch.from_numpy(counts), ids, starts,
                                  max_length=p.tokenize.max_length, hidden_size=cfg.hidden_size, negatives=cfg.negatives,
                                  epochs=cfg.encoder_epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=p.seed,
-                                 device=setup_torch(p.train.device, p.train.threads))
+                                 head=head_tokens(p.tokenize), device=setup_torch(p.train.device, p.train.threads))
     with atomic_path(OUTPUT) as tmp:
         torch.save({"method": method, "params": cfg.model_dump(), "seed": p.seed,
                     "counts": torch.from_numpy(counts), **saved}, tmp)

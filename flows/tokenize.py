@@ -69,19 +69,43 @@ def _char_tokenizer(texts: Iterable[str], cfg: TokenizeParams) -> Tokenizer:
     return tok
 
 
-def encode(tok: Tokenizer, texts: list[str], kind: str, max_length: int, chunk_size: int = 2000) -> list[list[int]]:
-    """Token ids of each text, truncated to its first `max_length` tokens."""
+def truncate(seq, max_length: int, truncation: str = "head", head_share: float = 0.5):
+    """The part of a token list (or a string, for `char`) that a model reads, at most `max_length` long:
+    its start (`head`), its end (`tail`), or the first round(head_share x max_length) items and the rest from
+    its end (`head_tail`: a review states its subject first and often its verdict last). Shorter ones whole."""
+    if len(seq) <= max_length:
+        return seq
+    head = _head(max_length, truncation, head_share)
+    return seq[:head] + seq[len(seq) - (max_length - head):]
+
+
+def _head(max_length: int, truncation: str, head_share: float) -> int:
+    """How many of the max_length kept tokens come from the start of a longer document."""
+    if truncation not in ("head", "tail", "head_tail"):
+        raise ValueError(f"tokenize.truncation {truncation!r}: use head, tail or head_tail")
+    return {"head": max_length, "tail": 0}.get(truncation, round(head_share * max_length))
+
+
+def head_tokens(cfg: TokenizeParams) -> int:
+    """tokenize.* as the number of kept tokens taken from a document's start (the rest from its end)."""
+    return _head(cfg.max_length, cfg.truncation, cfg.head_share)
+
+
+def encode(tok: Tokenizer, texts: list[str], kind: str, max_length: int, chunk_size: int = 2000,
+           truncation: str = "head", head_share: float = 0.5) -> list[list[int]]:
+    """Token ids of each text, cut to `max_length` tokens as `truncation` says (see `truncate`)."""
     if kind == "char":
         lut, unk = _char_lookup(tok)
         out = []
         for text in texts:
-            cps = np.frombuffer(text[:max_length].encode("utf-32-le"), dtype=np.uint32)
+            cps = np.frombuffer(truncate(text, max_length, truncation, head_share).encode("utf-32-le"), dtype=np.uint32)
             ids = np.where(cps < lut.size, lut[np.minimum(cps, lut.size - 1)], unk)
             out.append(ids.tolist())
         return out
     out = []
     for chunk in _chunks(texts, chunk_size):
-        out.extend(enc.ids[:max_length] for enc in tok.encode_batch(chunk, add_special_tokens=False))
+        out.extend(truncate(enc.ids, max_length, truncation, head_share)
+                   for enc in tok.encode_batch(chunk, add_special_tokens=False))
     return out
 
 
@@ -118,7 +142,7 @@ def tokenize_flow() -> str:
     fit_texts = df.filter(pl.col("split").is_in(["train", "unsup"]))["text"]
     tok = train_tokenizer(iter(fit_texts), cfg)
     labelled = df.filter(pl.col("split") != "unsup")
-    ids = encode(tok, labelled["text"].to_list(), cfg.kind, cfg.max_length, cfg.chunk_size)
+    ids = encode(tok, labelled["text"].to_list(), cfg.kind, cfg.max_length, cfg.chunk_size, cfg.truncation, cfg.head_share)
     tokens = labelled.select(
         "id", "split", "label",
         pl.col("label").replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).alias("label_id"),

@@ -150,7 +150,8 @@ def train_flow(name: str) -> str:
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
             "labels": labels,
             "clean_steps": list(p.clean.steps),
-            "tokenize": {"kind": p.tokenize.kind, "max_length": p.tokenize.max_length},
+            "tokenize": {"kind": p.tokenize.kind, "max_length": p.tokenize.max_length,
+                         "truncation": p.tokenize.truncation, "head_share": p.tokenize.head_share},
         }, tmp)
     write_parquet(predictions_table([prediction_frame("val", splits["val"]["id"], data["val"].labels, val_probs),
                                      prediction_frame("test", splits["test"]["id"], data["test"].labels, probs)]),

@@ -91,14 +91,28 @@ def train_language_model(lm: BidirectionalLM, data: TokenSet, epochs: int, lr: f
     return history
 
 
+def cut_documents(ids: np.ndarray, starts: np.ndarray, max_length: int, head: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each document of the flat corpus cut to at most `max_length` tokens, the first `head` of them from its
+    start and the rest from its end (flows/tokenize.truncate on token lists, vectorised): ids (N',), starts
+    and lengths (n_docs,). head = max_length keeps the start only, head = 0 the end only."""
+    lengths = np.diff(np.append(starts, len(ids)))  # (n_docs,)
+    pos = np.arange(len(ids)) - np.repeat(starts, lengths)  # (N,) each token's position in its document
+    length = np.repeat(lengths, lengths)  # (N,) its document's length
+    keep = (length <= max_length) | (pos < head) | (pos >= length - (max_length - head))  # (N,)
+    cut = np.minimum(lengths, max_length)  # (n_docs,)
+    return ids[keep], np.concatenate([[0], np.cumsum(cut)[:-1]]).astype(np.int64), cut
+
+
 def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarray, starts: np.ndarray, *,
                      max_length: int, hidden_size: int, negatives: int, epochs: int, lr: float, batch_size: int,
-                     seed: int, device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> dict:
+                     seed: int, head: int | None = None, device: torch.device | str = "cpu",
+                     log: Callable[[str], None] = print) -> dict:
     """The GRU encoder both GRU classifiers share, trained as a language model from the embedding `vectors`
-    (V, E) on each document's first `max_length` tokens (what the classifiers will read). `ids` (N,) are all
-    documents one after another, `starts` (n_docs,) where each begins; `counts` (V,) each token's frequency.
+    (V, E) on the part of each document the classifiers will read: at most `max_length` tokens, the first
+    `head` (default: all of them) from its start, the rest from its end. `ids` (N,) are all documents one
+    after another, `starts` (n_docs,) where each begins; `counts` (V,) each token's frequency.
     Returns the encoder's weights, the per-epoch losses and the config the classifiers must match."""
-    lengths = np.minimum(np.diff(np.append(starts, len(ids))), max_length)  # (n_docs,)
+    ids, starts, lengths = cut_documents(ids, starts, max_length, max_length if head is None else head)
     keep = lengths >= 2  # a one-token document has nothing to predict
     data = TokenSet(ids, starts[keep], lengths[keep], np.zeros(int(keep.sum()), dtype=np.int64))
     torch.manual_seed(seed)

@@ -47,6 +47,9 @@ class TokenizeParams(_Strict):
     vocab_size: int = Field(20000, gt=2)
     min_frequency: int = Field(2, ge=1)
     max_length: int = Field(256, ge=1)
+    truncation: Literal["head", "tail", "head_tail"] = Field(
+        "head_tail", description="which max_length tokens of a longer document are kept: first, last, or both ends")
+    head_share: float = Field(0.5, ge=0, le=1, description="head_tail: the share of max_length taken from the start")
     chunk_size: int = Field(2000, ge=1, description="documents encoded per batch (bounds peak memory)")
 
 

@@ -83,3 +83,18 @@ def test_the_pretrain_stage_hands_its_encoder_to_both_classifiers(tmp_path):
         model, _, note = build_initialised(name, p, V, 2, pretrained=path)
         assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in saved["encoder"].items()), name
         assert "GRU encoder" in note
+
+
+def test_the_language_model_reads_what_the_classifiers_read():
+    """cut_documents on the flat corpus = tokenize's truncate on each document, for every head size."""
+    from flows.tokenize import truncate
+    from models.language_model import cut_documents
+
+    rng = np.random.default_rng(0)
+    docs = [list(rng.integers(2, V, size=n)) for n in (1, 5, 10, 11, 30, 3)]
+    ids = np.concatenate(docs)
+    starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])[:-1]])
+    for head in (0, 4, 10):
+        flat, cut_starts, lengths = cut_documents(ids, starts, 10, head)
+        got = [list(flat[a:a + n]) for a, n in zip(cut_starts, lengths)]
+        assert got == [truncate(d, 10, "head_tail", head / 10) for d in docs], head

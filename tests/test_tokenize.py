@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.tokenize import PAD, UNK, encode, train_tokenizer
+from flows.tokenize import PAD, UNK, encode, train_tokenizer, truncate
 from reweigh.params import TokenizeParams
 
 TRAIN = [
@@ -23,9 +23,26 @@ def test_each_kind_encodes_and_decodes_back(kind):
     [ids] = encode(tok, [text], kind, cfg.max_length)
     assert ids and 0 not in ids and 1 not in ids  # every piece was seen in training
     assert tok.decode(ids) == text
-    # truncation keeps the first max_length tokens
+    # truncation keeps the first max_length tokens, the last ones, or both ends
     [short] = encode(tok, [text], kind, 3)
     assert short == ids[:3]
+    [tail] = encode(tok, [text], kind, 3, truncation="tail")
+    assert tail == ids[-3:]
+    [ends] = encode(tok, [text], kind, 3, truncation="head_tail", head_share=0.5)
+    assert ends == ids[:2] + ids[-1:]
+
+
+def test_truncate_keeps_what_it_says():
+    seq = list(range(10))
+    assert truncate(seq, 20, "head_tail") == seq, "a short document is kept whole"
+    assert truncate(seq, 4, "head") == [0, 1, 2, 3]
+    assert truncate(seq, 4, "tail") == [6, 7, 8, 9]
+    assert truncate(seq, 4, "head_tail", 0.5) == [0, 1, 8, 9]
+    assert truncate(seq, 4, "head_tail", 0.25) == [0, 7, 8, 9]
+    assert truncate(seq, 4, "head_tail", 0.0) == [6, 7, 8, 9] and truncate(seq, 4, "head_tail", 1.0) == [0, 1, 2, 3]
+    assert truncate("abcdefgh", 4, "head_tail") == "abgh", "characters too (the char kind)"
+    with pytest.raises(ValueError, match="head, tail or head_tail"):
+        truncate(seq, 4, "middle")
 
 
 @pytest.mark.parametrize("kind", ["word", "bpe", "wordpiece", "char"])
