@@ -53,7 +53,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     assert meta["mode"] == "quick" and meta["documents"] == 280
     assert meta["splits"] == {"test": 120, "train": 120, "unsup": 40}
     assert _num(meta["machine"]["cores"]) and _num(meta["machine"]["torch_threads"]) and meta["date"]
-    for section in ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain"):
+    for section in ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations"):
         assert "error" not in b[section], (section, b[section].get("error"))
 
     c = b["clean"]
@@ -119,8 +119,18 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     assert {"ingest", "pretrain", "baseline"} <= ran[0] and {"ingest", "pretrain", "baseline"} <= ran[2]
     assert ran[1] - {"report"} == ran[3] - {"report"} == {"train@gru", "train@gru_attention"}
 
+    from bench.ablations import ABLATIONS
+
+    ab = b["ablations"]  # every variant trained on the quick project's arrays, --quick: at most 2 epochs
+    assert list(ab["variants"]) == list(ABLATIONS) and ab["meta"]["epochs_cap"] == 2
+    for v in ab["variants"].values():
+        assert 0 <= v["test_accuracy"] <= 1 and _num(v["s_per_epoch"]) and 1 <= v["best_epoch"] <= v["epochs"] <= 2, v
+        assert v["init"] == "ppmi_svd" and len(v["history"]) == v["epochs"]
+    assert ab["variants"]["transformer"]["predictions_changed"] == 0, "the mask keeps padding out"
+    assert Path(ab["figure"]).is_file()
+
     md = (out / "bench.md").read_text()
-    for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy", "## pretrain"):
+    for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy", "## pretrain", "## ablations"):
         assert heading in md
     assert "| baseline (TF-IDF) | – |" in md
     assert "| polars, 1 thread |" in md and "91.22%" in md and "torch threads" in md
