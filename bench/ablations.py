@@ -279,6 +279,7 @@ def curves_figure(result: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in result["variants"].items():
@@ -288,6 +289,8 @@ def curves_figure(result: dict[str, Any], path: Path) -> Path:
         axes[1].plot(epochs, [h["train_loss"] for h in r["history"]], style, marker="o", label=name)
     axes[0].set(xlabel="epoch", ylabel="validation accuracy %", title="validation accuracy per epoch")
     axes[1].set(xlabel="epoch", ylabel="training loss", title="training loss per epoch")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
