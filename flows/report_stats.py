@@ -136,7 +136,8 @@ def oriented(comparisons: dict[str, dict[str, float]], a: str, b: str) -> dict[s
 
 # ---------------------------------------------------------------- words
 def p_text(p: float) -> str:
-    return "McNemar p < 0.001" if p < 0.001 else f"McNemar p = {p:.3f}"
+    """Three significant digits: near the threshold 0.0499 and 0.0501 must not both print as 0.050."""
+    return "McNemar p < 0.001" if p < 0.001 else f"McNemar p = {p:.3g}"
 
 
 def level_text(alpha: float) -> str:

@@ -146,3 +146,10 @@ def test_report_params_out_of_range_name_the_key(tmp_path, key, value, says):
     path.write_text(f"report:\n  {key}: {value}\n")
     with pytest.raises(ParamsError, match=rf"report\.{key}: Input should be {says}; got {value}"):
         load_params(path)
+
+
+def test_p_values_near_the_threshold_print_apart():
+    from flows.report_stats import p_text
+
+    assert p_text(0.0499182) == "McNemar p = 0.0499" and p_text(0.0501) == "McNemar p = 0.0501"
+    assert p_text(0.262) == "McNemar p = 0.262" and p_text(0.0004) == "McNemar p < 0.001"
