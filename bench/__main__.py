@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": lambda: pipeline.run(work, archive, repro),
         "accuracy": lambda: accuracy.run(ROOT, work / "pipeline" / "project", not args.quick),
         "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit),
-        "ablations": lambda: ablations.section(work, archive, ablation, args.ablation_epochs or (2 if args.quick else None), out_dir),
+        # --quick: the pipeline section's project was reproduced with these very params (ablation is repro)
+        "ablations": lambda: ablations.section(work, archive, ablation, args.ablation_epochs or (2 if args.quick else None),
+                                               out_dir, reuse=work / "pipeline" / "project" if args.quick else None),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

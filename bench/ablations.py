@@ -249,18 +249,22 @@ def run(src: Path, out: Path, only: list[str], device: str = "auto", epochs: int
 
 # ---- inside `python -m bench` ----
 
-def section(work: Path, archive: str | None, params_update: dict, epochs: int | None, out_dir: Path) -> dict[str, Any]:
-    """A throwaway project, `dvc repro pretrain` in it, then every ablation in one child process."""
+def section(work: Path, archive: str | None, params_update: dict, epochs: int | None, out_dir: Path,
+            reuse: Path | None = None) -> dict[str, Any]:
+    """A throwaway project, `dvc repro pretrain` in it, then every ablation in one child process. `reuse`: a
+    project already reproduced with the same params (the pipeline section's, in --quick), exported as it is."""
     import subprocess
 
     from bench.pipeline import _dvc, make_project, project_env
 
     tmp = work / "ablations"
-    project = make_project(tmp / "project", params_update)
-    env = project_env(tmp, project, archive)
-    r = _dvc(project, env, "repro", "pretrain", timeout=3 * 3600)
-    if r.returncode:
-        raise RuntimeError(f"dvc repro pretrain failed:\n{(r.stdout + r.stderr)[-3000:]}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    ready = reuse is not None and all((reuse / f).is_file() for f in ("data/tokens.parquet", "artifacts/pretrained.pt"))
+    project = reuse if ready else make_project(tmp / "project", params_update)
+    if not ready:
+        r = _dvc(project, project_env(tmp, project, archive), "repro", "pretrain", timeout=3 * 3600)
+        if r.returncode:
+            raise RuntimeError(f"dvc repro pretrain failed:\n{(r.stdout + r.stderr)[-3000:]}")
     export(project, tmp / "data")
     out = tmp / "ablations.json"
     cmd = [sys.executable, "-m", "bench.ablations", "run", str(tmp / "data"), "--out", str(out), "--device", "cpu"]
