@@ -142,10 +142,17 @@ def pretrain(src: Path, meta: dict[str, Any], lm_epochs: int, device: torch.devi
         saved |= pretrain_encoder(torch.from_numpy(vectors), torch.from_numpy(counts), ids, starts,
                                   max_length=p["tokenize"]["max_length"], hidden_size=cfg["hidden_size"],
                                   negatives=cfg["negatives"], epochs=lm_epochs, lr=cfg["lr"],
-                                  batch_size=cfg["batch_size"], seed=p["seed"], device=device)
+                                  batch_size=cfg["batch_size"], seed=p["seed"], head=_head_tokens(p["tokenize"]),
+                                  device=device)
         saved["method"] = "ppmi_svd+bilm"
         figures |= {"lm_s": round(time.perf_counter() - t1, 1), "lm_history": saved["history"]}
     return saved, figures
+
+
+def _head_tokens(tokenize: dict[str, Any]) -> int:
+    """flows/tokenize.head_tokens on params.yaml's plain dict (that module needs polars and Prefect)."""
+    kind, n = tokenize.get("truncation", "head"), tokenize["max_length"]
+    return {"head": n, "tail": 0}.get(kind, round(tokenize.get("head_share", 0.5) * n))
 
 
 def _start_from(model: torch.nn.Module, saved: dict[str, Any]) -> str:
