@@ -30,7 +30,7 @@ import torch
 
 from models import architecture, build_model, count_parameters
 from models.batching import TokenSet
-from models.gru import GRUEncoder
+from models.pretrained import start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 
 SPLITS = ("train", "val", "test")
@@ -155,16 +155,6 @@ def _head_tokens(tokenize: dict[str, Any]) -> int:
     return {"head": n, "tail": 0}.get(kind, round(tokenize.get("head_share", 0.5) * n))
 
 
-def _start_from(model: torch.nn.Module, saved: dict[str, Any]) -> str:
-    """The pretrained vectors into the embedding; a pretrained GRU encoder too where the model has one that fits."""
-    with torch.no_grad():
-        model.encoder.embedding.weight.copy_(saved["embedding"])
-    if "encoder" in saved and isinstance(model.encoder, GRUEncoder):
-        model.encoder.load_state_dict(saved["encoder"])
-        return saved["method"]
-    return "ppmi_svd"
-
-
 @torch.no_grad()
 def padding_check(model: torch.nn.Module, data: TokenSet, sorted_probs: np.ndarray, batch_size: int,
                   device: torch.device, seed: int) -> dict[str, float]:
@@ -193,7 +183,10 @@ def train_variant(name: str, meta: dict[str, Any], sets: dict[str, TokenSet], sa
     hyper = architecture(v.model, section)
     torch.manual_seed(seed)
     model = build_model(v.model, meta["vocab_size"], len(meta["labels"]), **hyper)
-    init = _start_from(model, saved) if section.get("init", "pretrained") == "pretrained" else "random"
+    init = "random"
+    if section.get("init", "pretrained") == "pretrained":  # as flows/train.initialise starts it
+        with_encoder = start_from(model, saved, v.model)
+        init = saved["method"] + ("" if with_encoder or "encoder" not in saved else ", embedding only")
     loop = {k: p["train"][k] for k in LOOP_KEYS} | {"device": device}
     loop |= {"epochs": epochs} if epochs else {}
     loop |= {"threads": threads} if threads is not None else {}

@@ -27,7 +27,7 @@ from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, ru
 from reweigh.params import ParamsError
 from models import MODELS, architecture, build_model, count_parameters
 from models.batching import TokenSet
-from models.gru import GRUEncoder
+from models.pretrained import PretrainedMismatch, start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 from reweigh.io import atomic_path, write_json, write_parquet
 
@@ -50,36 +50,22 @@ def history_path(name: str):
 
 
 def initialise(model: torch.nn.Module, name: str, init: str, path=PRETRAINED) -> str:
-    """Copy the pretrain stage's vectors into the model's embedding (init: pretrained); say what was done."""
+    """Start the model from the pretrain stage's output (init: pretrained, models/pretrained.py); say what was done."""
     if init == "random":
         return "random (seeded)"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the pretrain stage first (dvc repro pretrain), "
                                 f"or set model.{name}.init: random")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    vectors = saved["embedding"]  # (V, D)
-    table = model.encoder.embedding.weight  # (V, E)
-    if vectors.shape != table.shape:
-        raise ParamsError(
-            f"model.{name}: the pretrained embedding is {tuple(vectors.shape)} (vocabulary x pretrain.dim) but the "
-            f"model's is {tuple(table.shape)} (vocabulary x model.{name}.embedding_dim): set model.{name}.embedding_dim "
-            f"to pretrain.dim ({vectors.shape[1]}), or model.{name}.init: random")
-    is_gru = isinstance(model.encoder, GRUEncoder)
-    if "encoder" not in saved or not is_gru:  # a pretrained GRU encoder fits the GRUs only; others take the vectors
-        with torch.no_grad():
-            table.copy_(vectors)
-        note = "" if "encoder" not in saved else "; the pretrained GRU encoder does not fit this model, left out"
-        return f"pretrained embedding ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]}){note}"
-    mine = model.encoder.state_dict()
-    if {k: v.shape for k, v in saved["encoder"].items()} != {k: v.shape for k, v in mine.items()}:
-        have = saved["encoder_config"]
-        raise ParamsError(
-            f"model.{name}: the pretrained GRU encoder has hidden_size {have['hidden_size']} x 2 directions, 1 layer; "
-            f"model.{name} asks for hidden_size {model.encoder.cfg.hidden_size}, num_layers {model.encoder.cfg.num_layers}, "
-            f"bidirectional {model.encoder.cfg.bidirectional}: match pretrain.hidden_size, or set pretrain.encoder_epochs: 0 "
-            f"(embeddings only), or model.{name}.init: random")
-    model.encoder.load_state_dict(saved["encoder"])
-    return f"pretrained embedding + GRU encoder ({saved['method']}, {vectors.shape[0]:,} x {vectors.shape[1]})"
+    try:
+        with_encoder = start_from(model, saved, name)
+    except PretrainedMismatch as exc:
+        raise ParamsError(str(exc)) from None
+    size = f"{saved['method']}, {saved['embedding'].shape[0]:,} x {saved['embedding'].shape[1]}"
+    if with_encoder:
+        return f"pretrained embedding + GRU encoder ({size})"
+    note = "; the pretrained GRU encoder does not fit this model, left out" if "encoder" in saved else ""
+    return f"pretrained embedding ({size}){note}"
 
 
 def build_initialised(name: str, p, vocab_size: int, n_classes: int, pretrained=PRETRAINED) -> tuple[torch.nn.Module, dict, str]:

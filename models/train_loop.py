@@ -67,7 +67,8 @@ def seed_everything(seed: int) -> None:
 def setup_torch(device: str = "auto", threads: int = 0) -> torch.device:
     """Flush denormals (a CPU GRU spends most of its time on them otherwise), set threads, pick the device."""
     torch.set_flush_denormal(True)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(min(threads, cores) if threads else cores)  # more threads than cores only stall
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is cuda but no CUDA device is available; set train.device: auto or cpu")
     if device == "auto":
