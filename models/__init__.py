@@ -4,12 +4,18 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+import torch
 from torch import nn
 
 from models.attention import AttentionGRUClassifier, AttentionGRUConfig
 from models.cnn import CNNClassifier, CNNConfig
 from models.gru import GRUClassifier, GRUConfig
 from models.transformer import TransformerClassifier, TransformerConfig
+
+# Flush denormals before torch starts its CPU worker threads: a thread takes this setting from the thread that
+# starts it, and torch.set_flush_denormal sets the calling thread alone, so a worker started earlier computes
+# with denormals (slower on a GRU's saturated gates, and other numbers). models.train_loop.setup_torch checks.
+torch.set_flush_denormal(True)
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "gru": (GRUConfig, GRUClassifier),

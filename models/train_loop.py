@@ -10,6 +10,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +65,24 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+def all_threads_flush_denormals() -> bool:
+    """Whether every torch CPU thread flushes denormals to zero: a denormal times 1 is 0 only on a thread
+    that does, and an elementwise op this large is split across all of them."""
+    n = torch.get_num_threads() << 17  # far above torch's grain size, so every thread takes a slice
+    x = torch.ones(n, dtype=torch.int32).view(torch.float32)  # (n,) the smallest denormal, made without arithmetic
+    return int((x * 2.0).count_nonzero()) == 0
+
+
 def setup_torch(device: str = "auto", threads: int = 0) -> torch.device:
     """Flush denormals (a CPU GRU spends most of its time on them otherwise), set threads, pick the device."""
     torch.set_flush_denormal(True)
     cores = os.cpu_count() or 1
     torch.set_num_threads(min(threads, cores) if threads else cores)  # more threads than cores only stall
+    if torch.get_num_threads() > 1 and not all_threads_flush_denormals():
+        warnings.warn("some of torch's CPU threads do not flush denormals: they started before `models` was "
+                      "imported (models/__init__.py sets it for the threads started after). Training runs slower "
+                      "and gives other numbers than it would otherwise: import models before any torch "
+                      "computation, or set train.threads: 1", RuntimeWarning, stacklevel=2)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is cuda but no CUDA device is available; set train.device: auto or cpu")
     if device == "auto":
