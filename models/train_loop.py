@@ -66,7 +66,7 @@ def seed_everything(seed: int) -> None:
 
 
 def all_threads_flush_denormals() -> bool:
-    """Whether every torch CPU thread flushes denormals to zero: a denormal times 1 is 0 only on a thread
+    """Whether every torch CPU thread flushes denormals to zero: a denormal times 2 is 0 only on a thread
     that does, and an elementwise op this large is split across all of them."""
     n = torch.get_num_threads() << 17  # far above torch's grain size, so every thread takes a slice
     x = torch.ones(n, dtype=torch.int32).view(torch.float32)  # (n,) the smallest denormal, made without arithmetic
