@@ -28,7 +28,7 @@ import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
-from reweigh.params import MODEL_NAMES, Params, format_errors
+from reweigh.params import ModelParams, Params, format_errors
 
 LOCK_FILE = Path(".dvc") / "tmp" / "reweigh-retrain.lock"
 RESTORE_POINT = Path(".dvc") / "tmp" / "reweigh-champion"
@@ -120,8 +120,10 @@ def collect_overrides(workdir: Path, overrides: dict[str, Any], named: dict[str,
     for key, value in named.items():
         if value is None:
             continue
-        if key in ("embedding_dim", "hidden_size"):
-            merged.update({f"model.{m}.{key}": value for m in MODEL_NAMES})
+        if key in ("embedding_dim", "hidden_size"):  # every model, and the pretrained weights they start from
+            merged.update({f"model.{m}.{key}": value for m, section in ModelParams.model_fields.items()
+                           if key in section.annotation.model_fields})
+            merged[{"embedding_dim": "pretrain.dim", "hidden_size": "pretrain.hidden_size"}[key]] = value
         else:
             merged[{"dataset": "dataset.name", "epochs": "train.epochs", "vocab_size": "tokenize.vocab_size",
                     "device": "train.device"}[key]] = value

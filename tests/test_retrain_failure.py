@@ -28,7 +28,11 @@ def test_bad_override_fails_before_anything_runs(tmp_path) -> None:
     assert caught.value.step == "parameters"
     assert "tokenize.kind" in str(caught.value) and "train.epochs" in str(caught.value)
     assert collect_overrides(tmp_path, {}, {"hidden_size": 32, "dataset": "table"}) == {
-        "model.gru.hidden_size": 32, "model.gru_attention.hidden_size": 32, "dataset.name": "table"}
+        "model.gru.hidden_size": 32, "model.gru_attention.hidden_size": 32, "pretrain.hidden_size": 32,
+        "dataset.name": "table"}
+    widths = collect_overrides(tmp_path, {}, {"embedding_dim": 32})  # the pretrained vectors must fit every model
+    assert widths == {**{f"model.{m}.embedding_dim": 32 for m in ("gru", "gru_attention", "cnn", "transformer")},
+                      "pretrain.dim": 32}
 
 
 def test_a_second_retrain_waits_for_the_lock_then_fails_saying_who_holds_it(tmp_path) -> None:
