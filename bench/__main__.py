@@ -73,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                              "archive": archive, "documents": sum(splits.values()), "splits": splits,
                              "sections": wanted}}
 
-    if args.quick:  # the pretrained embedding's width must be the quick models' embedding_dim
+    if args.quick:  # the pretrained embedding and encoder must fit the quick models
         repro = {"dataset": {"limit": args.limit, "options": {"verify_counts": False}}, "train": {"epochs": 1},
-                 "pretrain": {"dim": train.QUICK_MODELS["gru"]["embedding_dim"]},
+                 "pretrain": {"dim": train.QUICK_MODELS["gru"]["embedding_dim"],
+                              "hidden_size": train.QUICK_MODELS["gru"]["hidden_size"]},
                  "model": json.loads(json.dumps(train.QUICK_MODELS))}
     else:
         repro = {"train": {"epochs": args.repro_epochs}} if args.repro_epochs else {}

@@ -140,13 +140,19 @@ def pretrain(src: Path, meta: dict[str, Any], lm_epochs: int, device: torch.devi
     if lm_epochs:
         t1 = time.perf_counter()
         saved |= pretrain_encoder(torch.from_numpy(vectors), torch.from_numpy(counts), ids, starts,
-                                  max_length=p["tokenize"]["max_length"], hidden_size=cfg["hidden_size"],
+                                  **_lm_cut(p["tokenize"], cfg.get("lm_max_length", 0)), hidden_size=cfg["hidden_size"],
                                   negatives=cfg["negatives"], epochs=lm_epochs, lr=cfg["lr"],
-                                  batch_size=cfg["batch_size"], seed=p["seed"], head=_head_tokens(p["tokenize"]),
+                                  batch_size=cfg["batch_size"], seed=p["seed"],
                                   device=device)
         saved["method"] = "ppmi_svd+bilm"
         figures |= {"lm_s": round(time.perf_counter() - t1, 1), "lm_history": saved["history"]}
     return saved, figures
+
+
+def _lm_cut(tokenize: dict[str, Any], lm_max_length: int) -> dict[str, int]:
+    """flows/pretrain.language_model_cut on params.yaml's plain dicts."""
+    n = min(lm_max_length or tokenize["max_length"], tokenize["max_length"])
+    return {"max_length": n, "head": _head_tokens({**tokenize, "max_length": n})}
 
 
 def _head_tokens(tokenize: dict[str, Any]) -> int:

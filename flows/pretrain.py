@@ -48,6 +48,13 @@ def corpus_ids(tok: Tokenizer, texts: list[str], kind: str, max_length: int, chu
     return flat, starts
 
 
+def language_model_cut(p) -> dict[str, int]:
+    """What the language model reads of each document: the classifiers' cut (tokenize.*), shortened to
+    pretrain.lm_max_length when that is set: {"max_length": tokens, "head": of them from the start}."""
+    n = min(p.pretrain.lm_max_length or p.tokenize.max_length, p.tokenize.max_length)
+    return {"max_length": n, "head": head_tokens(p.tokenize.model_copy(update={"max_length": n}))}
+
+
 @flow(name="pretrain", log_prints=True)
 def pretrain_flow() -> str:
     p = params()
@@ -62,15 +69,16 @@ def pretrain_flow() -> str:
     if cfg.encoder_epochs:
         method = "ppmi_svd+bilm"
         saved = pretrain_encoder(torch.from_numpy(vectors), torch.from_numpy(counts), ids, starts,
-                                 max_length=p.tokenize.max_length, hidden_size=cfg.hidden_size, negatives=cfg.negatives,
+                                 **language_model_cut(p), hidden_size=cfg.hidden_size, negatives=cfg.negatives,
                                  epochs=cfg.encoder_epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=p.seed,
-                                 head=head_tokens(p.tokenize), device=setup_torch(p.train.device, p.train.threads))
+                                 device=setup_torch(p.train.device, p.train.threads))
     with atomic_path(OUTPUT) as tmp:
         torch.save({"method": method, "params": cfg.model_dump(), "seed": p.seed,
                     "counts": torch.from_numpy(counts), **saved}, tmp)
     stats = {
         "method": method,
         "language_model": saved.get("history", []),
+        "language_model_read": saved.get("read", {}),
         "documents": {s: int((df["split"] == s).sum()) for s in PRETRAIN_SPLITS},
         "tokens": int(len(ids)),
         "vocab_size": int(len(counts)),

@@ -111,7 +111,8 @@ def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarra
     (V, E) on the part of each document the classifiers will read: at most `max_length` tokens, the first
     `head` (default: all of them) from its start, the rest from its end. `ids` (N,) are all documents one
     after another, `starts` (n_docs,) where each begins; `counts` (V,) each token's frequency.
-    Returns the encoder's weights, the per-epoch losses and the config the classifiers must match."""
+    Returns the encoder's weights, the per-epoch losses, what it read per epoch and the config the
+    classifiers must match."""
     ids, starts, lengths = cut_documents(ids, starts, max_length, max_length if head is None else head)
     keep = lengths >= 2  # a one-token document has nothing to predict
     data = TokenSet(ids, starts[keep], lengths[keep], np.zeros(int(keep.sum()), dtype=np.int64))
@@ -124,5 +125,6 @@ def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarra
     lm = BidirectionalLM(encoder, counts, negatives)
     history = train_language_model(lm, data, epochs, lr, batch_size, seed, log=log, device=device)
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-    return {"embedding": state["embedding.weight"], "encoder": state, "history": history,
+    read = {"documents": len(data), "tokens": int(data.lengths.sum()), "longest": int(data.lengths.max(initial=0))}
+    return {"embedding": state["embedding.weight"], "encoder": state, "history": history, "read": read,
             "encoder_config": {"embedding_dim": dim, "hidden_size": hidden_size, "num_layers": 1, "bidirectional": True}}

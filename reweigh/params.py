@@ -65,6 +65,9 @@ class PretrainParams(_Strict):
     lr: float = Field(3e-3, gt=0, description="the language model's peak learning rate (AdamW, linear decay)")
     negatives: int = Field(128, ge=1, description="sampled-softmax negatives per batch")
     batch_size: int = Field(64, ge=1)
+    lm_max_length: int = Field(0, ge=0, description=(
+        "tokens of each document the language model reads, cut as tokenize.truncation cuts (at most "
+        "tokenize.max_length); 0 = tokenize.max_length"))
 
 
 class TrainParams(_Strict):

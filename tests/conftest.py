@@ -71,7 +71,7 @@ def make_imdb_archive(path: Path, n_per_label: int = 60, n_unsup: int = 40, seed
 SMALL_PARAMS = {
     "dataset": {"name": "imdb", "limit": 0, "options": {"include_unsup": True, "verify_counts": False}},
     "tokenize": {"kind": "word", "vocab_size": 200, "min_frequency": 1, "max_length": 64},
-    "pretrain": {"dim": 16, "hidden_size": 16},
+    "pretrain": {"dim": 16, "hidden_size": 16, "lm_max_length": 32},
     "train": {"batch_size": 16, "epochs": 2, "patience": 2, "threads": 1},
     "model": {
         "gru": {"embedding_dim": 16, "hidden_size": 16},

@@ -93,8 +93,13 @@ def test_report_files_are_complete_and_well_formed(three_class):
     timings = json.loads((reports / "timings.json").read_text())
     assert all(timings[m]["train_seconds"] >= 0 for m in metrics)
 
+    pretrain = json.loads((reports / "pretrain.json").read_text())
+    read = pretrain["language_model_read"]  # pretrain.lm_max_length 32 (tests/conftest.py), reviews of 15-40 words
+    assert pretrain["method"] == "ppmi_svd+bilm" and read["longest"] == 32 and read["tokens"] < pretrain["tokens"], pretrain
     for name in ("gru", "gru_attention"):
-        history = json.loads((reports / "train" / f"{name}.json").read_text())["history"]
+        trained = json.loads((reports / "train" / f"{name}.json").read_text())
+        assert "GRU encoder" in trained["init"], (name, trained["init"])  # both start from the language model
+        history = trained["history"]
         assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
         assert (three_class.path / "artifacts" / f"{name}.pt").exists()
     import polars as pl
@@ -128,7 +133,7 @@ def test_report_files_are_complete_and_well_formed(three_class):
         assert f"figures/{name}" in report, f"report.md does not link {name}"
     assert "## The semantic vector space" in report and "| probe | pretrained | gru | gru_attention |" in report
     assert "One-hot against an embedding" in report
-    assert report.count("; stopped by ") == 2 and "started from pretrained embedding (ppmi_svd" in report
+    assert report.count("; stopped by ") == 2 and "started from pretrained embedding + GRU encoder (ppmi_svd+bilm" in report
 
     space = json.loads((reports / "embeddings.json").read_text())
     cues = {p["token"]: p["cue_of"] for p in space["probes"]}
