@@ -142,13 +142,30 @@ def promote_challenger(workdir: Path, name: str, push: bool, remote: str | None)
 
 
 def local_copy_paths(workdir: Path, sources: list[str]) -> list[str]:
-    """Relative local sources inside the project: `dvc exp run --temp` copies only what git or DVC tracks."""
-    out = []
+    """The `-C` paths of `dvc exp run --temp` that put the relative sources inside the project into its temp copy.
+
+    That copy holds only what git tracks (DVC checks its outputs out after copying), and DVC copies a file
+    with shutil.copy (its folder must be there already) and a folder with shutil.copytree (it must not be
+    there yet). So for each untracked file of a source (the file, or every file under a folder) this names
+    the shallowest ancestor holding nothing git tracks, or the file itself when git tracks its folder.
+    Shallowest, so no path lies inside another. Tracked files are there already; absolute paths and URLs
+    are read where they are.
+    """
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=workdir, capture_output=True, text=True, check=True).stdout
+    tracked = {Path(name) for name in listed.split("\0") if name}
+    tracked_folders = {folder for name in tracked for folder in name.parents}
+    out: set[str] = set()
     for source in sources:
-        path = Path(source)
-        if not path.is_absolute() and "://" not in source and (workdir / path).exists():
-            out.append(path.as_posix())
-    return out
+        rel = Path(os.path.normpath(source))
+        if "://" in source or rel.is_absolute() or rel.parts[:1] in ((), ("..",)) or not (workdir / rel).exists():
+            continue
+        where = workdir / rel
+        files = [rel] if where.is_file() else [f.relative_to(workdir) for f in where.rglob("*") if f.is_file()]
+        for file in files:
+            if file not in tracked:
+                top_down = (Path(*file.parts[:n]) for n in range(1, len(file.parts) + 1))
+                out.add(next(p for p in top_down if p not in tracked_folders).as_posix())
+    return sorted(out)
 
 
 # ---------------------------------------------------------------- the artifact

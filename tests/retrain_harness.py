@@ -2,7 +2,7 @@
 
 `served_retrain` (session scope) starts, once per test session:
   a `prefect server start` on a free loopback port (temp PREFECT_HOME), a small project whose dataset is a
-  CSV outside it (the table adapter, with a split column), a temp DVC remote, its baseline `dvc repro` +
+  CSV at data/raw/reviews.csv, untracked (the table adapter, with a split column), a temp DVC remote, its baseline `dvc repro` +
   `dvc push` + git commit, then `reweigh serve`, and four runs of the deployment started through the REST
   API, each waited for:
     1. `new_data`:  100 rows appended to the CSV: the challenger is judged and promoted;
@@ -46,6 +46,7 @@ RUN_PARAMETERS = {"overrides": {"tokenize.vocab_size": 20}, "pull": True, "promo
 NEW_DATA_PARAMETERS = {"tolerance": 0.05}
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 BIN = Path(sys.executable).parent
+RAW_DATA = "data/raw/reviews.csv"
 
 
 @dataclass
@@ -195,12 +196,16 @@ def snapshot(folder: Path, skip: tuple[str, ...] = (".git", ".dvc/tmp", ".dvc/ca
 
 def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     started = time.monotonic()
-    data = tmp / "raw" / "reviews.csv"  # outside the project, as a user's growing data usually is
-    write_rows(data, reviews(160, "train", 1) + reviews(60, "test", 2), mode="w")
     project = make_project(tmp, {"retrain": {"deployment": DEPLOYMENT, "cron": CRON}})
+    # docs/adapters.md's layout: the file under data/raw/, named relative to the project, and not in git
+    # (ignored here, so that committing the workspace never adds it): the challenger's temp copy needs it.
+    data = project.path / RAW_DATA
+    write_rows(data, reviews(160, "train", 1) + reviews(60, "test", 2), mode="w")
     project.replace_section("dataset", {"name": "table", "val_fraction": 0.1, "limit": 0, "train_limit": 0,
-                                        "options": {"path": str(data), "split_column": "split"}})
-    project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "dataset: a CSV")
+                                        "options": {"path": RAW_DATA, "split_column": "split"}})
+    (project.path / ".gitignore").write_text(f"/{Path(RAW_DATA).parent}/\n")
+    project.run("git", "add", ".gitignore")
+    project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "dataset: a CSV under data/raw/")
     remote = tmp / "dvc-remote"
     project.dvc("remote", "modify", "--local", "local", "url", str(remote))
     port = free_port()
@@ -252,11 +257,13 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     served.snapshots["before_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
     timed("nothing_new", {})
     served.snapshots["after_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
-    served.snapshots["before_corrupted"] = {"workspace": snapshot(project.path), "remote": snapshot(remote)}
+    # the champion's state: everything but the data file, which the corrupted rows are appended to
+    champion = (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)
+    served.snapshots["before_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote)}
     clean = data.read_bytes()
     write_rows(data, reviews(600, "train", 5, flip=True))
     timed("corrupted", {})
-    served.snapshots["after_corrupted"] = {"workspace": snapshot(project.path), "remote": snapshot(remote)}
+    served.snapshots["after_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote)}
     data.write_bytes(clean)  # the bad rows are taken out
     # last, as it changes params for good: custom parameters, forced promotion (a tiny vocabulary)
     served.flow_run = timed("override", RUN_PARAMETERS)

@@ -77,6 +77,9 @@ def test_new_rows_are_seen_retrained_on_and_reported_old_to_new(served_retrain: 
     assert "reports/tokenize.json" in {f.strip() for f, _, _, _ in listed}  # more documents: the tokenizer saw them
     logs = served_retrain.run_logs(run["id"])
     assert "source reviews.csv changed" in logs and "Running stage 'ingest'" in logs
+    # the documented layout: data/raw/reviews.csv, untracked, reached the challenger's temp copy
+    assert "-C data/raw" in markdown + logs and "Unable to copy" not in logs
+    assert served_retrain.project.run("git", "ls-files", "data/raw").stdout == ""
     # the promoted challenger was pushed: the remote has every output of the workspace's dvc.lock
     status = served_retrain.project.dvc("status", "--cloud", "--json")
     assert json.loads(status.stdout or "{}") == {}, status.stdout
