@@ -8,6 +8,8 @@ validation, the validation split, cleaning) is shared machinery, so an adapter s
 Optional attributes an adapter may declare, read with `getattr`:
 - `row_count: tuple[int, int]`: bounds on the number of rows `load` returns (checked by GX).
 - `max_text_chars: int`: longest text accepted (default 100,000 characters).
+- `title: str`: the dataset's name in messages, data/dataset.json and the report (the table adapter: the file
+  name, or its `title` option); `title_of` falls back to `name`.
 - `expectations() -> list[gx.expectations.Expectation]`: extra GX expectations on the whole table.
 - `sources() -> list[str]`: the files, folders or http(s) URLs `load` reads. The `sources` stage
   fingerprints them (adapters/sources.py) and ingest depends on the result, so `dvc repro` (and the
@@ -53,6 +55,12 @@ class DatasetAdapter(Protocol):
     def load(self, cache_dir: Path) -> pl.DataFrame: ...
 
 
+def title_of(adapter: object) -> str:
+    """The dataset's name wherever a dataset (not the adapter's code) is named: its `title`, else its `name`."""
+    title = getattr(adapter, "title", None)
+    return title if isinstance(title, str) and title else str(getattr(adapter, "name", "?"))
+
+
 class AdapterError(Exception):
     """An adapter is missing, malformed, or returned data the pipeline cannot use. Says what to change."""
 
@@ -74,25 +82,26 @@ def check_adapter(adapter: object, where: str) -> None:
         raise AdapterError(f"adapter {where} does not implement the adapter protocol:\n  - " + "\n  - ".join(problems))
 
 
-def check_frame(df: object, adapter_name: str) -> pl.DataFrame:
-    """Check the shape of what `load` returned (columns and dtypes); values are GX's job."""
+def check_frame(df: object, title: str) -> pl.DataFrame:
+    """Check the shape of what `load` returned (columns and dtypes); values are GX's job. `title` names the
+    dataset in the messages (`title_of(adapter)`)."""
     if not isinstance(df, pl.DataFrame):
         raise AdapterError(
-            f"dataset '{adapter_name}': load() returned {type(df).__name__}; return a polars.DataFrame "
+            f"dataset '{title}': load() returned {type(df).__name__}; return a polars.DataFrame "
             "(pl.from_pandas(...) converts a pandas one)"
         )
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise AdapterError(
-            f"dataset '{adapter_name}': load() returned columns {df.columns}; missing {missing}. "
+            f"dataset '{title}': load() returned columns {df.columns}; missing {missing}. "
             "Rename your columns to text, label, split (df.rename({...}))"
         )
     wrong = {c: str(df.schema[c]) for c in REQUIRED_COLUMNS if df.schema[c] not in (pl.String, pl.Null)}
     if wrong:
         raise AdapterError(
-            f"dataset '{adapter_name}': columns must be strings, got {wrong}. "
+            f"dataset '{title}': columns must be strings, got {wrong}. "
             "Cast them, e.g. df.with_columns(pl.col('label').cast(pl.String)), and map numeric labels to names"
         )
     if df.height == 0:
-        raise AdapterError(f"dataset '{adapter_name}': load() returned a table with no rows; check what it reads (a path, a filter) and return the rows")
+        raise AdapterError(f"dataset '{title}': load() returned a table with no rows; check what it reads (a path, a filter) and return the rows")
     return df.with_columns(pl.col(c).cast(pl.String) for c in REQUIRED_COLUMNS)

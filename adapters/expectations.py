@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from adapters.base import DEFAULT_MAX_TEXT_CHARS, fix_for
+from adapters.base import DEFAULT_MAX_TEXT_CHARS, fix_for, title_of
 
 LONG_TEXT_WARN = 20_000
 SAMPLE_ROWS = 5
@@ -57,13 +57,14 @@ class ExpectationResult:
 
 @dataclass
 class ValidationReport:
-    dataset: str
+    dataset: str  # the dataset's title (adapters.base.title_of): a table adapter's file name, else the adapter's name
     labels: tuple[str, ...]
     rows: int
     counts: dict[str, dict[str, int]]
     results: list[ExpectationResult]
-    source: str | None = None  # what the adapter read (a table adapter's file), named in messages
+    source: str | None = None  # the adapter's own `title`, None when it sets none
     changes: dict[str, Any] = field(default_factory=dict)  # what ingest changed: labels merged, rows dropped
+    adapter: str | None = None  # the adapter's name (dataset.name in params.yaml)
 
     @property
     def success(self) -> bool:
@@ -80,6 +81,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
+            "adapter": self.adapter,
             "source": self.source,
             "success": self.success,
             "labels": list(self.labels),
@@ -92,8 +94,7 @@ class ValidationReport:
         }
 
     def message(self) -> str:
-        source = f" ({self.source})" if self.source else ""
-        lines = [f"dataset '{self.dataset}'{source} failed validation ({len(self.failures)} of {len(self.results)} expectations):"]
+        lines = [f"dataset '{self.dataset}' failed validation ({len(self.failures)} of {len(self.results)} expectations):"]
         for res in self.failures:
             lines.append(f"  ✗ {res.describe()}")
             for row in res.sample_rows:
@@ -146,12 +147,13 @@ def build_expectations(adapter: Any) -> list:
 def validate(df: pl.DataFrame, adapter: Any) -> ValidationReport:
     """Run the suite on `df` (the adapter's raw output) and return the report; raises nothing."""
     return ValidationReport(
-        dataset=adapter.name,
+        dataset=title_of(adapter),
         labels=tuple(adapter.labels),
         rows=df.height,
         counts=_counts(df),
         results=run_suite(df, build_expectations(adapter), adapter.name),
         source=getattr(adapter, "title", None),
+        adapter=adapter.name,
     )
 
 

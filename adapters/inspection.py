@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from adapters.base import AdapterError, check_frame, fix_for
+from adapters.base import AdapterError, check_frame, fix_for, title_of
 from adapters.expectations import ExpectationResult, ValidationReport, build_expectations, validate
 from adapters.hygiene import Hygiene, check, merge_label_spellings
 from adapters.registry import AdapterInfo, available, get_adapter, load_factory
@@ -55,7 +55,7 @@ def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path,
     hygiene checks (`hygiene`: from params.yaml, default: the defaults). Raises AdapterError only."""
     hygiene = hygiene or Hygiene()
     adapter = get_adapter(name, options)
-    df = check_frame(adapter.load(cache_dir), adapter.name)
+    df = check_frame(adapter.load(cache_dir), title_of(adapter))
     if "id" not in df.columns:  # as the ingest stage does, so sample rows can be found again
         df = df.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
     merged: dict[str, str] = {}
@@ -136,7 +136,7 @@ def write_data_docs(df: pl.DataFrame, adapter: Any, directory: Path) -> Path:
     })
     batch_definition = (
         context.data_sources.add_pandas(f"{adapter.name}_source")
-        .add_dataframe_asset(adapter.name)
+        .add_dataframe_asset(title_of(adapter))  # the name Data Docs shows for the data
         .add_batch_definition_whole_dataframe("all_rows")
     )
     suite = context.suites.add(gx.ExpectationSuite(name=f"{adapter.name}_suite", expectations=build_expectations(adapter)))

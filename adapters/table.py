@@ -18,14 +18,16 @@ infers the merged set (adapters/hygiene.py) instead of keeping every spelling.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import polars as pl
 
 from adapters.base import AdapterError
-from adapters.table_lines import Scan, check_lines
+from adapters.table_lines import SAMPLES, Scan, check_lines, row_lines
 from reweigh.splits import stratified_split
 
+MAX_CLASSES = 20  # a column with 2..20 distinct values (and repeats) may hold the classes: a hint in errors
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -106,8 +108,54 @@ class TableAdapter:
         return [str(self.path)]
 
     def _infer_labels(self) -> tuple[str, ...]:
-        values = self._read()[self.label_column].drop_nulls().cast(pl.String).unique().sort()
+        df = self._read()
+        values = df[self.label_column].drop_nulls().cast(pl.String).unique().sort()
+        if values.filter(values.str.strip_chars() != "").len() < 2:  # a blank label is no class
+            raise AdapterError(self._too_few_classes(df))
         return tuple(values.to_list())
+
+    def _too_few_classes(self, df: pl.DataFrame) -> str:
+        """What is wrong with a file whose labels name fewer than two classes, and what to change: the class
+        found, the rows without a label (in unsup they belong there) with their lines, columns that could be
+        the labels. Said here, about the file, not as the adapter protocol's "set `labels`" (code not written)."""
+        label = pl.col(self.label_column).cast(pl.String)
+        blank = label.is_null() | (label.str.strip_chars() == "")
+        unlabelled = blank
+        if self.split_column:
+            unlabelled = blank & (pl.col(self.split_column).cast(pl.String).str.strip_chars().str.to_lowercase() != "unsup").fill_null(True)
+        counts = df.filter(~blank).group_by(label.alias("label")).len().sort("len", descending=True)
+        missing = df.with_row_index("_row").filter(unlabelled)
+        column = f"column '{self.label_column}'"
+        if counts.height:
+            (found, n), = counts.iter_rows()
+            lines = [f"{self.path} has one class: every labelled row of {column} is {found!r} ({n:,} row(s))"]
+        else:
+            lines = [f"{self.path} has no class: no row of {column} has a label"]
+        if missing.height:
+            lines[0] += f", and {missing.height:,} of its {df.height:,} rows have no label"
+            where = self._lines(missing["_row"].to_list()[:SAMPLES])
+            texts = missing[self.text_column].cast(pl.String).to_list()[:SAMPLES]
+            lines.append("rows without a label, e.g. " + "; ".join(f"{w}: {_short(t)!r}" for w, t in zip(where, texts, strict=True)))
+        fixes = ["add rows of another class"]
+        if missing.height:
+            fixes.append(f"fill in the empty labels in {column}")
+        others = [c for c in df.columns if c not in (self.text_column, self.label_column, self.split_column)]
+        candidates = [f"'{c}' ({k} values)" for c in others if 2 <= (k := _distinct(df[c])) <= min(MAX_CLASSES, df.height // 2)][:3]
+        fixes.append("or, if the classes are in another column, set dataset.options.label_column to it"
+                     + (f" (columns with a few distinct values: {', '.join(candidates)})" if candidates else f" (columns: {df.columns})"))
+        lines.append("a classifier needs at least two classes: " + ", ".join(fixes))
+        return f"dataset '{self.title}': " + "\n  ".join(lines)
+
+    def _lines(self, rows: list[int]) -> list[str]:
+        """'line N' for each row (0-based) of the table as read; 'row N' for Parquet or when lines do not map."""
+        if self.format != "parquet":
+            try:
+                starts = row_lines(self.path, self.format, self.quote_char)
+            except (OSError, EOFError, csv.Error):
+                starts = []
+            if len(starts) == self._read().height:
+                return [f"line {starts[r]}" for r in rows]
+        return [f"row {r + 1}" for r in rows]
 
     def load(self, cache_dir: Path) -> pl.DataFrame:
         df = self._read()
@@ -119,3 +167,14 @@ class TableAdapter:
         if not self.split_column:
             out = out.with_columns(split=stratified_split(out["label"], self.test_fraction, self.seed, "test", "train"))
         return out.with_columns(id=pl.format("{}:{}", pl.lit(self.path.name), pl.col("row"))).drop("row")
+
+
+def _short(text: object, width: int = 60) -> object:
+    return text[: width - 3] + "..." if isinstance(text, str) and len(text) > width else text
+
+
+def _distinct(column: pl.Series) -> int:
+    try:
+        return column.drop_nulls().n_unique()
+    except Exception:  # a nested type polars cannot count: not a label column anyway
+        return 0

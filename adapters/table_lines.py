@@ -88,6 +88,29 @@ def scan_lines(path: Path, fmt: str, quote_char: str | None) -> Scan:
     return scan
 
 
+def row_lines(path: Path, fmt: str, quote_char: str | None) -> list[int]:
+    """The line each data row starts on (1-based), in polars' row order: for CSV/TSV every row after the header
+    (a blank line is a row of nulls to polars too), for JSON lines every line that is not blank."""
+    with open(path, "rb") as fh:
+        opener = gzip.open if fh.read(2) == b"\x1f\x8b" else open
+    with opener(path, "rb") as fh:
+        lines = _decoded(fh, Scan(), None)
+        if fmt == "jsonl":
+            return [number for number, line in enumerate(lines, 1) if line.strip()]
+        limit = csv.field_size_limit()
+        csv.field_size_limit(2**31 - 1)
+        try:
+            reader = csv.reader(lines, **_dialect(fmt, quote_char))
+            next(reader, None)
+            starts, last = [], reader.line_num
+            for _ in reader:
+                starts.append(last + 1)
+                last = reader.line_num
+        finally:
+            csv.field_size_limit(limit)
+    return starts
+
+
 def _dialect(fmt: str, quote_char: str | None) -> dict[str, Any]:
     delimiter = "," if fmt == "csv" else "\t"
     return {"delimiter": delimiter, "quotechar": quote_char} if quote_char else {"delimiter": delimiter, "quoting": csv.QUOTE_NONE}

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from adapters.base import check_frame
+from adapters.base import check_frame, title_of
 from adapters.download import DownloadError
 from adapters.expectations import ValidationFailed, ValidationReport, validate
 from adapters.hygiene import KEY, Hygiene, check, dedupe, merge_label_spellings, with_text_keys
@@ -47,7 +47,7 @@ def _retry_download(task, task_run, state) -> bool:
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=_retry_download, cache_policy=NO_CACHE)
 def load_dataset(name: str, options: dict) -> tuple[object, pl.DataFrame]:
     adapter = get_adapter(name, options)
-    return adapter, check_frame(adapter.load(cache_dir()), adapter.name)
+    return adapter, check_frame(adapter.load(cache_dir()), title_of(adapter))
 
 
 def carve_validation(df: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
@@ -111,13 +111,19 @@ def ingest(dataset: DatasetParams, seed: int, clean_steps: list[str] | None = No
         raise ValidationFailed(report)
     write_parquet(df, OUTPUT)
     counts = df.group_by("split").len().sort("split")
-    write_json({"name": adapter.name, "labels": list(adapter.labels), "rows": dict(counts.iter_rows())}, DATASET_FILE)
+    write_json(dataset_info(adapter, counts), DATASET_FILE)
     create_markdown_artifact(
         key="ingest-validation",
         markdown=_summary(report.to_dict(), counts),
-        description=f"GX validation of dataset {adapter.name}",
+        description=f"GX validation of dataset {title_of(adapter)}",
     )
     return df
+
+
+def dataset_info(adapter: Any, counts: pl.DataFrame) -> dict[str, Any]:
+    """data/dataset.json: the adapter's name, the dataset's title (what reports and messages call it), the
+    labels in class-id order and the rows per split."""
+    return {"name": adapter.name, "title": title_of(adapter), "labels": list(adapter.labels), "rows": dict(counts.iter_rows())}
 
 
 def prepare(adapter: Any, raw: pl.DataFrame, dataset: DatasetParams, seed: int,

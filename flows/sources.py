@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from adapters.base import title_of
 from adapters.registry import get_adapter
 from adapters.sources import declared_sources, describe, fingerprint
 from flows.common import REPORTS, params, run_stage
@@ -40,9 +41,9 @@ def read_recorded(path: Path = OUTPUT) -> dict[str, Any] | None:
 
 
 def collect(dataset: DatasetParams, root: Path = Path("."), recorded: dict[str, Any] | None = None,
-            warn=lambda message: None) -> tuple[dict[str, Any], list[str]]:
+            warn=lambda message: None) -> tuple[dict[str, Any], list[str], str]:
     """{dataset, sources: [fingerprint, ...]} for the adapter `dataset` selects (deterministic: no times),
-    and the sources as the adapter declared them (paths as written, URLs)."""
+    the sources as the adapter declared them (paths as written, URLs), and the dataset's title for messages."""
     adapter = get_adapter(dataset.name, dataset.options)
     sources = declared_sources(adapter)
     before = (recorded or {}).get("sources") or []
@@ -51,7 +52,7 @@ def collect(dataset: DatasetParams, root: Path = Path("."), recorded: dict[str, 
     if not sources:
         out["note"] = f"adapter '{adapter.name}' {UNDECLARED}"
         warn(out["note"])
-    return out, sources
+    return out, sources, title_of(adapter)
 
 
 def changes(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[dict[str, Any]]:
@@ -71,7 +72,7 @@ def check(root: Path = Path(".")) -> dict[str, Any]:
     """Recorded vs current fingerprints, computed without a flow run (the retrain's fast path)."""
     warnings: list[str] = []
     recorded = read_recorded(root / OUTPUT)
-    current, declared = collect(params().dataset, root, recorded, warnings.append)
+    current, declared, _ = collect(params().dataset, root, recorded, warnings.append)
     return {"recorded": recorded, "current": current, "declared": declared, "changed": changes(recorded, current),
             "warnings": warnings}
 
@@ -80,11 +81,11 @@ def record() -> dict[str, Any]:
     """The DVC stage: fingerprint the sources and write reports/sources.json (same bytes when unchanged)."""
     logger = logging.getLogger("reweigh.sources")
     recorded = read_recorded()
-    current, _ = collect(params().dataset, Path("."), recorded, logger.warning)
+    current, _, title = collect(params().dataset, Path("."), recorded, logger.warning)
     for change in changes(recorded, current):
         print(f"sources: {change['source']} changed: {change['old']} → {change['new']}")
     write_json(current, OUTPUT)
-    print(f"sources: {len(current['sources'])} source(s) of dataset '{current['dataset']}' → {OUTPUT}: "
+    print(f"sources: {len(current['sources'])} source(s) of dataset '{title}' → {OUTPUT}: "
           + ("; ".join(describe(fp) for fp in current["sources"]) or "none declared"))
     return current
 

@@ -8,7 +8,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from adapters.base import AdapterError, check_adapter, check_frame, fix_for
+from adapters.base import AdapterError, check_adapter, check_frame, fix_for, title_of
 from adapters.expectations import build_expectations, validate
 from adapters.inspection import explain
 
@@ -171,3 +171,66 @@ def test_adapter_expectations_join_the_suite():
     failed = {r.expectation for r in report.failures}
     assert failed == {"expect_table_row_count_to_be_between", "expect_column_value_lengths_to_be_between",
                       "expect_column_values_to_match_regex"}, report.message()
+
+
+# ---- the dataset's title: what every message, dataset.json and the report call the dataset ----------
+
+class Titled(Adapter):
+    title = "reviews-2024.csv"
+
+
+def test_title_falls_back_to_the_adapters_name():
+    class Blank(Adapter):
+        title = ""
+
+    assert (title_of(Adapter()), title_of(Titled()), title_of(Blank())) == ("toy", "reviews-2024.csv", "toy")
+
+
+def test_validation_and_shape_messages_name_the_title_not_the_adapter():
+    report = validate(table(label=["neg", "pos", "neutral", "pos", "neg", "pos", "neg", "pos"]), Titled())
+    message = report.message()
+    assert message.startswith("dataset 'reviews-2024.csv' failed validation (1 of 12 expectations):"), message
+    assert "toy" not in message
+    record = report.to_dict()
+    assert (record["dataset"], record["adapter"]) == ("reviews-2024.csv", "toy")
+    with pytest.raises(AdapterError, match=r"^dataset 'reviews-2024.csv': load\(\) returned DataFrame"):
+        check_frame(pd.DataFrame({"text": ["a"], "label": ["neg"], "split": ["train"]}), title_of(Titled()))
+
+
+def test_a_table_is_named_by_its_title_in_validate_ingest_logs_and_dataset_json(tmp_path, monkeypatch):
+    """The table adapter's `title` option (else the file name) in `reweigh validate`'s output, the ingest
+    stage's log lines (hygiene warnings included) and data/dataset.json; 'table' names only the adapter."""
+    from rich.console import Console
+
+    import flows.ingest as ingest
+    from adapters.hygiene import Hygiene
+    from adapters.inspection import load_and_validate, print_report
+    from reweigh.params import DatasetParams
+
+    rows = [(f"review {i} of {label}", label, split) for split in ("train", "test") for label in ("neg", "pos") for i in range(6)]
+    rows.append(("review 0 of neg", "neg", "test"))  # also in train: a hygiene warning
+    path = tmp_path / "reviews.csv"
+    pl.DataFrame(rows, schema=["text", "label", "split"], orient="row").write_csv(path)
+
+    for options, title in (({}, "reviews.csv"), ({"title": "my-reviews"}, "my-reviews")):
+        options = {"path": str(path), "split_column": "split", **options}
+        adapter, df, report = load_and_validate("table", options, tmp_path, Hygiene())
+        console = Console(record=True, width=200)
+        print_report(report, console)
+        out = console.export_text()
+        assert f"dataset '{title}': 25 rows, labels neg, pos" in out and f"dataset '{title}' passed" in out, out
+        assert "'table'" not in out
+
+        dataset = DatasetParams(name="table", options=options)
+        logged: list[str] = []
+        log = type("Log", (), {"info": lambda self, m, *a: logged.append(m % a), "warning": lambda self, m, *a: logged.append(m % a)})()
+        monkeypatch.setattr(ingest, "VALIDATION", tmp_path / "validation.json")
+        adapter, ingested, report = ingest.prepare(adapter, df, dataset, 0, Hygiene.from_params(dataset))
+        ingest._record(report, log)
+        assert any("texts in both train and test" in line for line in logged), logged  # a hygiene warning
+        assert logged and all(line.startswith(f"dataset '{title}': ") for line in logged), logged
+        counts = ingested.group_by("split").len().sort("split")
+        info = ingest.dataset_info(adapter, counts)
+        assert (info["name"], info["title"], info["labels"]) == ("table", title, ["neg", "pos"])
+        assert ingest._summary(report.to_dict(), counts).startswith(f"# Dataset `{title}`")
+

@@ -58,7 +58,7 @@ def test_validate_passes_a_good_table_and_writes_json_and_data_docs(tmp_path):
     params = table_params(tmp_path, three_class_csv(tmp_path / "three.csv"))
     result = invoke("validate", "--params", str(params), "--json", str(tmp_path / "v.json"), "--docs", str(tmp_path / "docs"))
     assert result.exit_code == 0, result.output
-    assert "dataset 'table' passed" in result.output
+    assert "dataset 'three.csv' passed" in result.output and "dataset 'table'" not in result.output  # the file names the dataset
     assert "labels negative, neutral, positive" in result.output
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["success"] and report["labels"] == ["negative", "neutral", "positive"]
@@ -77,7 +77,7 @@ def test_validate_reports_failures_with_rows_and_what_to_change(tmp_path):
     assert "'label': 'angry'" in out and "angry (undeclared)" in out
     assert "what to change: declare every class in the adapter's `labels`" in out
     assert "failed: expect_column_values_to_not_be_null on text: 1 row(s)" in out
-    assert "dataset 'table' FAILED" in out
+    assert "dataset 'three.csv' FAILED" in out
 
 
 def test_validate_options_on_the_command_line(tmp_path):

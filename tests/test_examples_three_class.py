@@ -49,12 +49,13 @@ def test_three_class_csv_from_the_guide_runs_through_dvc_repro(tmp_path):
     select_dataset(project, guide_example("params.yaml (three-class CSV)"))
 
     checked = project.run(sys.executable, "-m", "reweigh.cli", "validate")
-    assert "dataset 'table' passed" in checked.stdout, checked.stdout
+    assert "dataset 'three_class.csv' passed" in checked.stdout, checked.stdout  # the file's name, not the adapter's
+    assert "dataset 'table'" not in checked.stdout
 
     project.dvc("repro")
 
     info = json.loads((project.path / "data" / "dataset.json").read_text())
-    assert info["name"] == "table" and info["labels"] == LABELS
+    assert info["name"] == "table" and info["title"] == "three_class.csv" and info["labels"] == LABELS
     assert sum(info["rows"].values()) == 180
 
     ingested = pl.read_parquet(project.path / "data" / "ingested.parquet")
@@ -69,7 +70,10 @@ def test_three_class_csv_from_the_guide_runs_through_dvc_repro(tmp_path):
     if "report" in stages:  # the whole pipeline: three-class models and a multi-class report
         metrics = project.path / "reports" / "metrics.json"
         assert metrics.is_file() and json.loads(metrics.read_text())
-        text = metrics.read_text() + (project.path / "reports" / "report.md").read_text()
+        report = (project.path / "reports" / "report.md").read_text()
+        assert "\nDataset `three_class.csv`: classes negative, neutral, positive; rows per split " in report
+        assert "Dataset `table`" not in report
+        text = metrics.read_text() + report
         assert all(label in text for label in LABELS)
         assert list((project.path / "reports" / "figures").glob("*.png"))
         confusions = list((project.path / "reports" / "plots").rglob("confusion*/*.csv"))

@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 import yaml
 
-from adapters.base import AdapterError, check_frame
+from adapters.base import AdapterError, check_adapter, check_frame, title_of
 from adapters.expectations import LONG_TEXT_WARN, validate
+from adapters.registry import get_adapter
 from adapters.table import TableAdapter
 from conftest import make_project, review
-from test_reliability_interrupts import use_shared_server
 
 LABELS = ("neg", "pos")
 
@@ -73,7 +73,8 @@ def test_bad_rows_fail_with_the_check_and_sample_rows(tmp_path, table, check, sa
     assert result.unexpected_count == 1
     assert result.sample_rows and all(result.sample_rows[0][k] == v for k, v in sample.items()), result.sample_rows
     message = report.message()
-    assert message.startswith("dataset 'table' (reviews.parquet) failed validation")
+    assert message.startswith("dataset 'reviews.parquet' failed validation")  # the file's name, not the adapter's
+    assert "'table'" not in message
     assert check.split(":")[0] in message and "reviews.parquet:" in message  # the sample row's id names the file
 
 
@@ -132,6 +133,61 @@ def test_a_5mb_review_in_a_csv_reaches_validation(tmp_path):
     assert failed(report)["expect_column_value_lengths_to_be_between:text:None"].sample_rows[0]["id"] == "reviews.csv:1"
 
 
+# ---------------------------------------------------------------- one class: the file's fault, not the protocol's
+
+def test_a_csv_with_one_class_and_empty_labels_says_what_is_wrong_with_the_file(tmp_path):
+    """Every labelled row 'ham', the rest empty: the table adapter names the class, counts the unlabelled rows,
+    shows their lines (a quoted newline moves the next ones) and says what to change, not the protocol's
+    "set `labels`" (code the user did not write)."""
+    path = tmp_path / "sms.csv"
+    lines = ["label,text,sender"] + [f"ham,see you at {i},{'bob' if i % 2 else 'ann'}" for i in range(6)]
+    lines[3:3] = [',"FREE entry\nwin a prize",shop', ",call me now,shop"]  # lines 4-5 (one row) and 6
+    lines.append(",text STOP to 8,shop")  # line 11
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AdapterError) as info:
+        get_adapter("table", {"path": str(path), "title": "my-sms"})
+    message = str(info.value)
+    assert message.startswith(f"dataset 'my-sms': {path} has one class: every labelled row of column 'label' is 'ham' "
+                              "(6 row(s)), and 3 of its 9 rows have no label"), message
+    assert "rows without a label, e.g. line 4: 'FREE entry\\nwin a prize'; line 6: 'call me now'; line 11: 'text STOP to 8'" in message
+    assert ("a classifier needs at least two classes: add rows of another class, fill in the empty labels in column "
+            "'label', or, if the classes are in another column, set dataset.options.label_column to it "
+            "(columns with a few distinct values: 'sender' (3 values))") in message
+    assert "protocol" not in message and "TableAdapter" not in message and "tuple" not in message
+
+
+def test_one_class_in_parquet_or_with_no_label_at_all_names_rows(tmp_path):
+    path = tmp_path / "reviews.parquet"
+    pl.DataFrame({"text": ["a", "b", "c"], "label": ["pos", None, " "]}).write_parquet(path)
+    with pytest.raises(AdapterError, match=r"is 'pos' \(1 row\(s\)\), and 2 of its 3 rows have no label\n  rows without a label, "
+                       r"e.g. row 2: 'b'; row 3: 'c'") as info:
+        TableAdapter(str(path))
+    assert "fill in the empty labels" in str(info.value) and "protocol" not in str(info.value)
+    pl.DataFrame({"text": ["a", "b"], "label": [None, None]}, schema={"text": pl.String, "label": pl.String}).write_parquet(path)
+    with pytest.raises(AdapterError, match=r"has no class: no row of column 'label' has a label, and 2 of its 2 rows"):
+        TableAdapter(str(path))
+
+
+def test_declared_or_code_adapter_labels_keep_their_messages(tmp_path):
+    """Declared labels: the file is checked by the suite (names the missing class); a code adapter with one
+    label still gets the protocol's message, which is about its code."""
+    path = tmp_path / "sms.csv"
+    path.write_text("text,label\n" + "".join(f"msg {i},ham\n" for i in range(8)) + "call me,\n")
+    adapter = TableAdapter(str(path), labels=["ham", "spam"])
+    report = validate(check_frame(adapter.load(tmp_path), title_of(adapter)), adapter)
+    assert "on label where split == \"train\" (observed missing ['spam'] of ['ham', 'spam'])" in report.message()
+    assert report.message().startswith("dataset 'sms.csv' failed validation")
+
+    class OneLabel:
+        name, labels = "one", ("ham",)
+
+        def load(self, cache_dir):
+            return None
+
+    with pytest.raises(AdapterError, match=r"adapter 'one' \(tests:OneLabel\) does not implement the adapter protocol"):
+        check_adapter(OneLabel(), "'one' (tests:OneLabel)")
+
+
 # ---------------------------------------------------------------- end to end: exit code, outputs untouched
 
 def digest(path: Path) -> str:
@@ -139,9 +195,8 @@ def digest(path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_bad_dataset_stops_ingest_and_keeps_the_outputs(tmp_path, tmp_path_factory):
+def test_bad_dataset_stops_ingest_and_keeps_the_outputs(tmp_path):
     project = make_project(tmp_path)
-    use_shared_server(project, tmp_path_factory)
     raw = project.path / "raw"
     raw.mkdir()
     good, bad = rows(10), spoil(spoil(rows(10), 2, label="meh"), 4, text=" ")
@@ -164,13 +219,14 @@ def test_bad_dataset_stops_ingest_and_keeps_the_outputs(tmp_path, tmp_path_facto
     result = project.run("python", "-m", "flows.ingest", check=False, timeout=300)
     assert result.returncode == 1, result.stderr[-3000:]
     err = result.stderr
-    assert "dataset 'table' (bad.csv) failed validation" in err, err[-3000:]
+    assert "dataset 'bad.csv' failed validation" in err and "dataset 'table'" not in err, err[-3000:]
     assert "expect_column_values_to_be_in_set on label: 1 row(s)" in err and "'label': 'meh'" in err
     assert "expect_column_values_to_not_match_regex on text: 1 row(s)" in err and "'id': 'bad.csv:4'" in err
     assert "Traceback" not in err
     assert digest(output) == before  # the previous complete output, untouched
     record = json.loads((project.path / "reports" / "validation.json").read_text())
-    assert record["success"] is False and record["source"] == "bad.csv" and record["failed"] == 2
+    assert record["success"] is False and record["failed"] == 2
+    assert (record["dataset"], record["adapter"], record["source"]) == ("bad.csv", "table", "bad.csv")
 
     # Through DVC: the stage fails, dvc.lock keeps ingest's good run, the bad data is never written, and the
     # previous output comes back from the cache with `dvc checkout`.
