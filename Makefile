@@ -24,17 +24,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/reweigh repro  # dvc repro, its stages sharing one Prefect server
 	@echo
-	@echo "Outputs (DVC-tracked data and models; reports committed to git):"
-	@echo "  data/        ingested.parquet clean.parquet tokens.parquet predictions/*.parquet"
-	@echo "  artifacts/   tokenizer.json pretrained.pt gru.pt gru_attention.pt baseline.pkl"
-	@echo "  reports/     report.md  metrics.json  figures/*.png  plots/  train/  validation.json  tokenize.json  pretrain.json  embeddings.json  timings.json"
-	@echo
-	@$(BIN)/dvc metrics show reports/metrics.json
+	@$(BIN)/reweigh summary
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The browser test drives Debian's Chromium through Playwright (never a downloaded browser): install it
 # when missing. If apt cannot, say so; the browser test then fails in CI (CI set) and skips elsewhere.

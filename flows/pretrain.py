@@ -26,6 +26,7 @@ from flows.tokenize import encode, head_tokens
 from models.embeddings import ppmi_svd_embeddings
 from models.language_model import pretrain_encoder
 from models.train_loop import setup_torch
+from reweigh import machine
 from reweigh.io import atomic_path, write_json
 
 INPUT = DATA / "clean.parquet"
@@ -85,6 +86,7 @@ def pretrain_flow() -> str:
         "vocab_seen": int((counts > 0).sum()),
         "dim": cfg.dim,
         "window": cfg.window,
+        "machine": machine.describe(),  # float kernels differ by CPU: the weights are this machine's
     }
     write_json(stats, STATS)
     seconds = time.perf_counter() - t0

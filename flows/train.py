@@ -29,7 +29,8 @@ from models import MODELS, architecture, build_model, count_parameters
 from models.batching import TokenSet
 from models.pretrained import PretrainedMismatch, start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
-from reweigh.io import atomic_path, write_json, write_parquet
+from reweigh import machine
+from reweigh.io import atomic_path, file_sha256, write_json, write_parquet
 
 TOKENS = DATA / "tokens.parquet"
 PRETRAINED = ARTIFACTS / "pretrained.pt"
@@ -152,8 +153,10 @@ def train_flow(name: str) -> str:
         "resumed_from_epoch": result.resumed_from,
         "train_seconds": round(result.seconds, 1),
         "test_predict_seconds": round(test_seconds, 1),
+        "predictions_sha256": file_sha256(predictions_path(name)),  # the ensemble's dependency (dvc.yaml)
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "machine": machine.describe(),
         "history": result.history,
     }, history_path(name))
     print(f"train {name}: best epoch {result.best_epoch} of {result.epochs_run}, test accuracy {accuracy:.4f}, "

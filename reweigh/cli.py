@@ -26,7 +26,7 @@ def version() -> None:
 def predict_command(
     texts: list[str] = typer.Argument(None, help="texts to classify"),
     file: Path = typer.Option(None, "--file", "-f", help="a file with one text per line"),
-    model: str = typer.Option("gru_attention", "--model", "-m", help="gru_attention, gru, cnn, transformer (when trained) or baseline"),
+    model: str = typer.Option("gru_attention", "--model", "-m", help="gru_attention, gru, cnn, transformer (when trained), a baseline (tfidf_lr, nbsvm) or ensemble"),
     top: int = typer.Option(8, "--top", help="tokens to show for the attention model"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of readable lines"),
 ) -> None:
@@ -39,6 +39,28 @@ def predict_command(
     if as_json:
         argv.append("--json")
     predict.main(argv)
+
+
+@app.command("repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def repro_command(ctx: typer.Context) -> None:
+    """`dvc repro [ARGS]` with one Prefect server for all its stages, not a temporary API per stage (what `make repro` runs)."""
+    from reweigh.prefect_server import repro
+
+    raise typer.Exit(repro(list(ctx.args)))
+
+
+@app.command("summary")
+def summary_command(
+    report: Path = typer.Option(Path("reports/report.md"), "--report", help="the report to summarise"),
+) -> None:
+    """Each model's test accuracy and macro F1 with CIs, the verdict, and where the report is (what `make repro` ends with)."""
+    from reweigh.summary import summary
+
+    try:
+        typer.echo(summary(report))
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"reweigh summary: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("adapters")
@@ -111,7 +133,7 @@ def validate_dataset(
             if not sep or not key.strip():
                 raise ParamsError(f"--option {item!r}: write KEY=VALUE, e.g. -o path=data/raw/reviews.csv")
             options[key.strip()] = yaml.safe_load(value)
-        console.print(f"validating dataset '{name}' with options {options}", highlight=False)
+        console.print(f"validating with adapter '{name}', options {options}", highlight=False)
         adapter, df, report = load_and_validate(name, options, cache_dir(), hygiene)
     except (AdapterError, ParamsError, DownloadError) as exc:
         _fail(console, exc)

@@ -77,7 +77,7 @@ SMALL_PARAMS = {
         "gru": {"embedding_dim": 16, "hidden_size": 16},
         "gru_attention": {"embedding_dim": 16, "hidden_size": 16, "heads": 2},
     },
-    "baseline": {"ngram_max": 1, "min_df": 1, "max_features": 1000},
+    "baseline": {"tfidf_lr": {"ngram_max": 1, "min_df": 1, "max_features": 1000}},
 }
 
 
@@ -119,6 +119,29 @@ class Project:
         return self.run(sys.executable, "-m", "dvc", *args, check=check, timeout=timeout)
 
 
+_SERVER: dict[str, str] = {}
+
+
+def prefect_api() -> str:
+    """One `prefect server start` for this test process (stopped at exit): its API URL.
+
+    Stage commands given its PREFECT_API_URL skip starting a temporary server each (5-10 s per stage on
+    this 2-core machine, dozens of stage runs in the suite), and run as they do for a user who has
+    `prefect server start` up. With pytest-xdist each worker process has its own.
+    """
+    if "url" not in _SERVER:
+        import atexit
+        import contextlib
+        import tempfile
+
+        from reweigh.prefect_server import prefect_server
+
+        stack = contextlib.ExitStack()
+        _SERVER["url"] = stack.enter_context(prefect_server(Path(tempfile.mkdtemp(prefix="reweigh-prefect-server-"))))
+        atexit.register(stack.close)
+    return _SERVER["url"]
+
+
 def base_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
@@ -138,8 +161,11 @@ def base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def make_project(tmp: Path, params_update: dict | None = None) -> Project:
-    """Copy the project's code into tmp/project, make it a git + DVC repo, apply small params."""
+def make_project(tmp: Path, params_update: dict | None = None, prefect_server: bool = True) -> Project:
+    """Copy the project's code into tmp/project, make it a git + DVC repo, apply small params.
+
+    Its stages report to the test process's shared Prefect server; `prefect_server=False` leaves each
+    stage to start its own temporary one, as a plain `dvc repro` without a server does."""
     dest = tmp / "project"
     dest.mkdir(parents=True)
     for name in PROJECT_FILES:
@@ -150,6 +176,8 @@ def make_project(tmp: Path, params_update: dict | None = None) -> Project:
             shutil.copy2(src, dest / name)
     shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     project = Project(dest, base_env(tmp))
+    if prefect_server:
+        project.env["PREFECT_API_URL"] = prefect_api()
     project.set_params(deep_update(yaml.safe_load(yaml.safe_dump(SMALL_PARAMS)), params_update or {}))
     project.run("git", "init", "-q")
     project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
@@ -192,3 +220,11 @@ def _stop_temporary_prefect_servers():
     from flows.common import stop_temporary_prefect_servers
 
     stop_temporary_prefect_servers()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Longest first: `make test` spreads test files over two workers (pytest-xdist, --dist loadfile), and
+    the quick benchmark (minutes) started last would leave one worker idle while it runs alone."""
+    def rank(item) -> int:
+        return 0 if item.path.name == "test_bench.py" else 1 if item.get_closest_marker("slow") else 2
+    items.sort(key=rank)

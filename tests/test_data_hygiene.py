@@ -244,14 +244,12 @@ def test_a_code_adapter_returning_no_rows_says_so():
 # ---- end to end: the ingest stage records and logs it -------------------------------------------------
 
 @pytest.mark.slow
-def test_ingest_stage_records_dropped_rows_merged_labels_and_warnings(tmp_path, tmp_path_factory):
+def test_ingest_stage_records_dropped_rows_merged_labels_and_warnings(tmp_path):
     import json
 
     from conftest import make_project
-    from test_reliability_interrupts import use_shared_server
 
     project = make_project(tmp_path)
-    use_shared_server(project, tmp_path_factory)
     rows = [(f"{split} review {i} of {label}", label, split) for split, n in (("train", 40), ("test", 16))
             for label in ("neg", "pos") for i in range(n)]
     rows += [("A <i>great</i> film!<br />", "Pos ", "train"), ("a great film", "pos", "test")]

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+
+from conftest import make_project
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +31,14 @@ def _flow_runs(prefect_home: Path) -> dict[str, str]:
     return {name: state for name, state in rows}
 
 
-def test_repro_runs_ingest_clean_tokenize_as_prefect_flows_and_is_incremental(project):
-    first = project.dvc("repro", "tokenize")
+def test_repro_runs_ingest_clean_tokenize_as_prefect_flows_and_is_incremental(tmp_path, imdb_archive):
+    # No server up, as for a new user: `reweigh repro` (what `make repro` runs) starts one Prefect server for
+    # every stage; a plain `dvc repro` (below) makes each stage start its own temporary API. Both record the
+    # runs in PREFECT_HOME's database.
+    project = make_project(tmp_path, {"dataset": {"options": {"archive": str(imdb_archive)}}}, prefect_server=False)
+    first = project.run(str(Path(sys.executable).parent / "reweigh"), "repro", "tokenize")
     assert _stages_run(first.stdout) == ["ingest", "clean", "tokenize"]
+    assert "Starting temporary server" not in first.stdout + first.stderr
 
     # Each stage ran as a Prefect flow that completed.
     runs = _flow_runs(Path(project.env["PREFECT_HOME"]))
@@ -68,6 +76,7 @@ def test_repro_runs_ingest_clean_tokenize_as_prefect_flows_and_is_incremental(pr
     assert (change["old"], change["new"]) == (200, 150)
     third = project.dvc("repro", "tokenize")
     assert _stages_run(third.stdout) == ["tokenize"]
+    assert "Starting temporary server" in third.stdout + third.stderr  # plain dvc repro: the stage starts its own
     assert json.loads((p / "reports/tokenize.json").read_text())["vocab_size"] <= 150
 
 
@@ -81,7 +90,7 @@ def test_validation_failure_stops_ingest_with_a_readable_message(tmp_path):
     result = project.dvc("repro", "ingest", check=False)
     assert result.returncode != 0
     err = result.stdout + result.stderr
-    assert "dataset 'table' (bad.csv) failed validation" in err
+    assert "dataset 'bad.csv' failed validation" in err
     assert "expect_column_values_to_be_in_set on label: 5 row(s)" in err
     assert "'label': 'meh'" in err  # a sample row
     assert "expect_column_values_to_not_match_regex on text" in err

@@ -55,64 +55,6 @@ STALL_HOOK = textwrap.dedent('''
 ''')
 
 
-_SERVER: dict[str, object] = {}
-
-
-def prefect_api(tmp_root: Path) -> str:
-    """One `prefect server start` on a free loopback port for this test process (stopped at exit).
-
-    Stage commands given its PREFECT_API_URL skip starting a temporary server each (~5-10 s per stage
-    on a loaded machine), and run as they do for a user who has `prefect server start` up.
-    """
-    if "url" in _SERVER:
-        return str(_SERVER["url"])
-    import atexit
-    import socket
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    home = tmp_root / "prefect-server-home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false", "DO_NOT_TRACK": "1"})
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--no-services"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-    atexit.register(stop)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop()
-            raise AssertionError(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    _SERVER["url"] = url
-    return url
-
-
-def use_shared_server(project, tmp_path_factory) -> None:
-    project.env["PREFECT_API_URL"] = prefect_api(tmp_path_factory.getbasetemp())
-
-
 def sha(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
@@ -162,8 +104,7 @@ def kill_while_publishing(project, tmp_path: Path, output: str, *args: str, nth:
         log.close()
 
 
-def test_kill_during_tokenize(project, tmp_path, tmp_path_factory):
-    use_shared_server(project, tmp_path_factory)
+def test_kill_during_tokenize(project, tmp_path):
     p = project.path
     outs = {name: p / name for name in ("artifacts/tokenizer.json", "data/tokens.parquet")}
     project.dvc("repro", "tokenize")
@@ -198,13 +139,12 @@ def test_kill_during_tokenize(project, tmp_path, tmp_path_factory):
     assert not (p / "data/.tokens.parquet.tmp").exists()
 
 
-def test_kill_during_training_then_resume_from_the_checkpoint(project, tmp_path, tmp_path_factory):
+def test_kill_during_training_then_resume_from_the_checkpoint(project, tmp_path):
     """A training run killed after epoch 2's checkpoint: no model file, dvc.lock as before, the previous
     model restorable; with `train.resume: true` the next `dvc repro` continues after epoch 2 and ends with
     exactly the weights and predictions of an uninterrupted run."""
     import torch
 
-    use_shared_server(project, tmp_path_factory)
     p = project.path
     stage = "train@gru"
     model, predictions, history = p / "artifacts/gru.pt", p / "data/predictions/gru.parquet", p / "reports/train/gru.json"

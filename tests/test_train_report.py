@@ -1,4 +1,5 @@
-"""End to end through `dvc repro`: train@gru, train@gru_attention, baseline and report on a 3-class table
+"""End to end through `dvc repro`: train@gru, train@gru_attention, baseline@tfidf_lr, baseline@nbsvm, ensemble and
+report on a 3-class table
 dataset (the generic adapter), then what DVC and `predict` make of the outputs; and the report's numbers.
 """
 from __future__ import annotations
@@ -7,6 +8,7 @@ import json
 import random
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from PIL import Image
 from conftest import NEUTRAL, Project, make_project
 
 LABELS = ["bad", "meh", "good"]
+MODELS = ["gru", "gru_attention", "tfidf_lr", "nbsvm", "ensemble"]  # the default set: neural, baselines, the ensemble
 CUES = {
     "bad": "awful terrible boring hated dreadful dull".split(),
     "meh": "average okay mediocre passable forgettable fine".split(),
@@ -71,7 +74,7 @@ def test_report_files_are_complete_and_well_formed(three_class):
     reports = three_class.path / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
     comparisons = metrics.pop("comparisons")
-    assert set(metrics) == {"gru", "gru_attention", "baseline"}
+    assert list(metrics) == MODELS
     for name, m in metrics.items():
         for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "pr_auc"):
             assert 0 <= m[key] <= 1, (name, key, m[key])
@@ -81,7 +84,8 @@ def test_report_files_are_complete_and_well_formed(three_class):
         assert list(m["per_class"]) == LABELS and sum(c["support"] for c in m["per_class"].values()) == 63  # 30% of 210
         assert min(c["f1"] for c in m["per_class"].values()) <= m["f1_macro"] <= max(c["f1"] for c in m["per_class"].values())
         assert "threshold" in m["thresholds"]["target_recall"], "recall >= 90% is always reachable on validation"
-    assert set(comparisons) == {"gru_vs_baseline", "gru_attention_vs_baseline", "gru_attention_vs_gru"}
+    assert set(comparisons) == {f"{m}_vs_{b}" for m in ("gru", "gru_attention") for b in ("tfidf_lr", "nbsvm")} | {
+        "nbsvm_vs_tfidf_lr", "gru_attention_vs_gru"} | {f"ensemble_vs_{m}" for m in MODELS[:4]}
     for key, c in comparisons.items():
         first, second = key.split("_vs_")
         assert c["accuracy_diff"] == pytest.approx(metrics[first]["accuracy"] - metrics[second]["accuracy"], abs=1e-5)
@@ -89,7 +93,8 @@ def test_report_files_are_complete_and_well_formed(three_class):
         unsure = c["mcnemar_p"] >= 0.05 or c["accuracy_diff_ci_low"] <= 0 <= c["accuracy_diff_ci_high"]
         assert c["accuracy_verdict"] in (-1, 0, 1) and (c["accuracy_verdict"] == 0) == unsure, key
     assert metrics["gru"]["epochs"] >= 1 and metrics["gru_attention"]["best_epoch"] >= 1
-    assert metrics["baseline"]["accuracy"] > 0.5, "the cues make this an easy task"
+    assert metrics["tfidf_lr"]["accuracy"] > 0.5 and metrics["nbsvm"]["accuracy"] > 0.5, "the cues make this an easy task"
+    assert all(0 <= metrics[m]["val_accuracy"] <= 1 for m in MODELS)
     timings = json.loads((reports / "timings.json").read_text())
     assert all(timings[m]["train_seconds"] >= 0 for m in metrics)
 
@@ -104,7 +109,7 @@ def test_report_files_are_complete_and_well_formed(three_class):
         assert (three_class.path / "artifacts" / f"{name}.pt").exists()
     import polars as pl
     tokens = pl.read_parquet(three_class.path / "data" / "tokens.parquet", columns=["id", "split"])
-    for name in ("gru", "gru_attention", "baseline"):  # every model predicts val (thresholds) and test (scores)
+    for name in MODELS:  # every model predicts val (thresholds) and test (scores)
         preds = pl.read_parquet(three_class.path / "data" / "predictions" / f"{name}.parquet")
         assert preds.columns == ["id", "split", "label_id", "prob_0", "prob_1", "prob_2"]
         for part in ("val", "test"):
@@ -112,7 +117,7 @@ def test_report_files_are_complete_and_well_formed(three_class):
     assert np.allclose(preds.select(pl.sum_horizontal("prob_0", "prob_1", "prob_2")).to_series().to_numpy(), 1, atol=1e-4)
 
     figures = reports / "figures"
-    expected = {"confusion_gru.png", "confusion_gru_attention.png", "confusion_baseline.png", "pr_curves.png",
+    expected = {*(f"confusion_{m}.png" for m in MODELS), "pr_curves.png",
                 "pr_per_class.png", "thresholds.png", "training_curves.png", "shapes.png", "attention_1.png", "attention_2.png",
                 "embedding_space.png"}
     assert expected <= {p.name for p in figures.glob("*.png")}
@@ -146,7 +151,7 @@ def test_report_files_are_complete_and_well_formed(three_class):
     assert space["projection"]["space"] == "pretrained" and space["one_hot"]["embedding_dim"] == 16
     confusion = pl.read_csv(reports / "plots" / "confusion" / "gru.csv")
     assert confusion.columns == ["actual", "predicted"] and set(confusion["actual"]) <= set(LABELS)
-    per_class = pl.read_csv(reports / "plots" / "pr_per_class" / "baseline.csv")
+    per_class = pl.read_csv(reports / "plots" / "pr_per_class" / "nbsvm.csv")
     assert per_class.columns == ["class", "recall", "precision", "threshold"] and set(per_class["class"]) == set(LABELS)
 
 
@@ -161,7 +166,7 @@ def test_dvc_reads_metrics_and_plots(three_class):
     plots = json.loads(three_class.dvc("plots", "show", "--json").stdout)
     assert "errors" not in plots, plots.get("errors")
     names = set(plots["data"])
-    assert {"confusion gru", "confusion gru_attention", "confusion baseline", "precision-recall (test)"} <= names
+    assert {*(f"confusion {m}" for m in MODELS), "precision-recall (test)"} <= names
     pr = plots["data"]["precision-recall (test)"][0]["content"]["data"]["values"]
     assert {row["rev"] for row in pr} and {"recall", "precision"} <= set(pr[0])
     assert three_class.dvc("metrics", "diff").returncode == 0
@@ -172,12 +177,12 @@ def test_one_model_param_reruns_only_it_and_retraining_is_deterministic(three_cl
     three_class.set_params({"model": {"gru": {"dropout": 0.25}}})
     try:
         assert set(stale(three_class)) == {"train@gru"}
-        assert stages_run(three_class.dvc("repro")) == {"train@gru", "report"}
+        assert stages_run(three_class.dvc("repro")) == {"train@gru", "ensemble", "report"}  # the ensemble averages it
     finally:
         three_class.set_params({"model": {"gru": {"dropout": 0.3}}})
     # Back to the first params, retrained from scratch (not restored from DVC's run cache): same params and
     # seed must give byte-identical metrics.
-    assert stages_run(three_class.dvc("repro", "--no-run-cache")) == {"train@gru", "report"}
+    assert stages_run(three_class.dvc("repro", "--no-run-cache")) == {"train@gru", "ensemble", "report"}
     assert (three_class.path / "reports" / "metrics.json").read_bytes() == three_class.first_metrics
     assert (three_class.path / "reports" / "embeddings.json").read_bytes() == three_class.first_embeddings
     assert stale(three_class) == {}
@@ -194,8 +199,9 @@ def test_predict_shows_label_probabilities_and_attended_tokens(three_class):
         assert r["top_tokens"] and all(0 <= t["weight"] <= 1 for t in r["top_tokens"])
     table = three_class.run(sys.executable, "-m", "flows.predict", "--model", "gru", text).stdout
     assert "good" in table or "bad" in table or "meh" in table
-    baseline = three_class.run(sys.executable, "-m", "flows.predict", "--model", "baseline", "--json", text).stdout
-    assert json.loads(baseline)["label"] == "good"
+    for model in ("tfidf_lr", "nbsvm", "ensemble"):  # the baselines from their pickles; the ensemble averages all four
+        row = json.loads(three_class.run(sys.executable, "-m", "flows.predict", "--model", model, "--json", text).stdout)
+        assert row["label"] == "good" and abs(sum(row["probabilities"].values()) - 1) < 1e-3, model
     missing = three_class.run(sys.executable, "-m", "flows.predict", check=False)
     assert missing.returncode != 0
 
@@ -207,7 +213,7 @@ def test_thresholds_are_chosen_on_validation_never_on_test(three_class, tmp_path
     copy = Project(tmp_path / "project", {**three_class.env, "PYTHONPATH": str(tmp_path / "project")})
     shutil.copytree(three_class.path, copy.path, ignore=shutil.ignore_patterns(".dvc", ".git"))
     import polars as pl
-    for name in ("gru", "gru_attention", "baseline"):
+    for name in MODELS:
         path = copy.path / "data" / "predictions" / f"{name}.parquet"
         preds = pl.read_parquet(path)
         test = pl.col("split") == "test"
@@ -219,10 +225,28 @@ def test_thresholds_are_chosen_on_validation_never_on_test(three_class, tmp_path
     before = json.loads((three_class.path / "reports" / "metrics.json").read_text())
     after = json.loads((copy.path / "reports" / "metrics.json").read_text())
     chosen_keys = ("threshold", "val_precision", "val_recall")
-    for name in ("gru", "gru_attention", "baseline"):
+    for name in MODELS:
         for goal, entry in before[name]["thresholds"].items():
             chosen = {k: entry[k] for k in chosen_keys if k in entry}
             assert chosen == {k: after[name]["thresholds"][goal][k] for k in chosen}, (name, goal)
         assert after[name]["accuracy"] != before[name]["accuracy"], "the test rows did change"
     assert any(after[m]["thresholds"][g].get("test_precision") != before[m]["thresholds"][g].get("test_precision")
                for m in before if m != "comparisons" for g in before[m]["thresholds"])
+
+
+@pytest.mark.slow
+def test_summary_after_repro_is_short_and_names_every_model(three_class):
+    """What `make repro` prints last: one row per model with its CIs, the verdict, where the report is."""
+    shown = three_class.run(str(Path(sys.executable).parent / "reweigh"), "summary").stdout
+    lines = shown.splitlines()
+    assert len(lines) <= 20, shown
+    metrics = json.loads((three_class.path / "reports" / "metrics.json").read_text())
+    models = [name for name in metrics if name != "comparisons"]
+    model_rows = [line for line in lines if "[" in line and line.count("[") == 2]
+    assert len(model_rows) == len(models), shown
+    for name, row in zip(models, model_rows):
+        assert f"{metrics[name]['accuracy']:.4f} [{metrics[name]['accuracy_ci_low']:.4f}, {metrics[name]['accuracy_ci_high']:.4f}]" in row
+    assert "reports/report.md" in shown and "dvc metrics show" in shown
+    report = (three_class.path / "reports" / "report.md").read_text()
+    verdict_first = report.split("## Verdict\n\n", 1)[1].splitlines()[0].replace("**", "")
+    assert verdict_first in shown
