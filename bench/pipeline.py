@@ -145,7 +145,8 @@ _WHY = {
     "clean": "runs the polars cleaning chain over every review (mostly regex passes)",
     "tokenize": "trains the tokenizer on train + unsup text, then encodes every labelled review",
     "train": "trains a recurrent network on the CPU: a GRU reads each review one token after another (the time steps cannot run in parallel), forward and backward, every epoch, then predicts val and test",
-    "baseline": "fits TF-IDF n-grams and a logistic regression on the training text",
+    "baseline": "fits a linear baseline on the training text's n-grams (TF-IDF + logistic regression, or NB-SVM)",
+    "ensemble": "averages the members' probabilities",
     "report": "scores every model, draws the figures and runs the attention examples",
 }
 

@@ -42,10 +42,10 @@ def _read(project: Path, name: str) -> dict[str, Any]:
 
 
 def _results(project: Path, dataset: str, init: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """This run's row per neural model, and the baseline's row."""
+    """This run's row per neural model, and the TF-IDF baseline's row (baseline@tfidf_lr)."""
     metrics = models_in(_read(project, "reports/metrics.json"))
     rows = []
-    for model in (*NEURAL, "baseline"):
+    for model in (*NEURAL, "tfidf_lr"):
         m, t = metrics[model], _read(project, f"reports/train/{model}.json")
         neural = model in NEURAL  # the baseline has no epochs
         rows.append({"dataset": dataset, "model": model, "init": init if neural else None,

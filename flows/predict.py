@@ -2,10 +2,13 @@
 
     python -m flows.predict "a wonderful, moving film" "two hours I will never get back"
     python -m flows.predict --model gru --file reviews.txt          # one review per line
-    python -m flows.predict --model baseline --json "..."           # TF-IDF + logistic regression
+    python -m flows.predict --model nbsvm --json "..."              # a baseline: nbsvm, tfidf_lr
+    python -m flows.predict --model ensemble "..."                  # each member's prediction, averaged
 
 Text goes through the same cleaning steps and tokenizer the model was trained with (both recorded in
-artifacts/<model>.pt), so a prediction here matches what the pipeline computed for the same review.
+artifacts/<model>.pt, or artifacts/<baseline>.pkl), so a prediction here matches what the pipeline computed
+for the same review. The ensemble (artifacts/ensemble.json: members, weights) runs each member's prediction
+here and averages their probabilities with its weights, as the ensemble stage did.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -26,10 +30,11 @@ from flows.tokenize import encode
 from models import MODELS, build_model
 from models.batching import TokenSet
 from models.gru import padding_mask
+from reweigh.params import BASELINE_NAMES, ENSEMBLE
 
 TOKENIZER = ARTIFACTS / "tokenizer.json"
-# Any model a run can train (params.yaml train.models picks which are), and the baseline.
-MODEL_CHOICES = ("gru_attention", *(m for m in MODELS if m != "gru_attention"), "baseline")
+# Any model a run can train (params.yaml train.models and baseline.models pick which are), and the ensemble.
+MODEL_CHOICES = ("gru_attention", *(m for m in MODELS if m != "gru_attention"), *BASELINE_NAMES, ENSEMBLE)
 ATTENTION_MODELS = ("gru_attention", "transformer")  # the models with weights over the tokens to show
 
 
@@ -73,8 +78,41 @@ def token_strings(tok: Tokenizer, ids: list[int]) -> list[str]:
 
 def predict(texts: list[str], model: str = "gru_attention", top_k: int = 8, artifacts: Path = ARTIFACTS) -> list[dict]:
     """Label and class probabilities for each text; `top_tokens` (token, weight) for the attention models."""
-    if model == "baseline":
-        return _predict_baseline(texts, artifacts)
+    if model in BASELINE_NAMES or model == ENSEMBLE:
+        probs, labels = predict_proba(texts, model, artifacts)
+        return [_row(t, p, labels) for t, p in zip(texts, probs)]
+    probs, labels, extra = _predict_neural(texts, model, artifacts)
+    out = []
+    for i, text in enumerate(texts):
+        row = _row(text, probs[i], labels)
+        if extra is not None:
+            weights, lengths, batch_ids, tok = extra
+            n = int(lengths[i])
+            w = weights[i, :n]
+            tokens = token_strings(tok, batch_ids[i, :n].tolist())
+            top = torch.argsort(w, descending=True)[:top_k].tolist()
+            row["top_tokens"] = [{"token": tokens[j], "position": j, "weight": round(float(w[j]), 4)} for j in top]
+        out.append(row)
+    return out
+
+
+def predict_proba(texts: list[str], model: str, artifacts: Path = ARTIFACTS) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities (N, C) of any model of the set (neural, baseline or the ensemble) and its labels."""
+    if model == ENSEMBLE:
+        return _predict_ensemble(texts, artifacts)
+    if model in BASELINE_NAMES:
+        return _predict_baseline(texts, model, artifacts)
+    probs, labels, _ = _predict_neural(texts, model, artifacts)
+    return probs.numpy().astype(np.float64), labels
+
+
+def _row(text: str, probs, labels: list[str]) -> dict:
+    return {"text": text, "label": labels[int(probs.argmax())],
+            "probabilities": {label: round(float(probs[c]), 4) for c, label in enumerate(labels)}}
+
+
+def _predict_neural(texts: list[str], model: str, artifacts: Path) -> tuple[torch.Tensor, list[str], tuple | None]:
+    """Probabilities (N, C), labels and, for the attention models, (weights (N, T), lengths (N,), ids (N, T), tokenizer)."""
     net, ckpt = load_model(model, artifacts)
     tok = Tokenizer.from_file(str(artifacts / TOKENIZER.name))
     cleaned = clean_texts(texts, ckpt["clean_steps"])
@@ -86,30 +124,43 @@ def predict(texts: list[str], model: str = "gru_attention", top_k: int = 8, arti
     with torch.no_grad():
         logits, weights = forward_with_weights(net, model, batch_ids, lengths)  # (N, C), (N, T) or None
         probs = torch.softmax(logits, dim=-1)  # (N, C)
-    labels = ckpt["labels"]
-    out = []
-    for i, text in enumerate(texts):
-        row = {"text": text, "label": labels[int(probs[i].argmax())],
-               "probabilities": {label: round(float(probs[i, c]), 4) for c, label in enumerate(labels)}}
-        if weights is not None:
-            n = int(lengths[i])
-            w = weights[i, :n]
-            tokens = token_strings(tok, batch_ids[i, :n].tolist())
-            top = torch.argsort(w, descending=True)[:top_k].tolist()
-            row["top_tokens"] = [{"token": tokens[j], "position": j, "weight": round(float(w[j]), 4)} for j in top]
-        out.append(row)
-    return out
+    return probs, ckpt["labels"], None if weights is None else (weights, lengths, batch_ids, tok)
 
 
-def _predict_baseline(texts: list[str], artifacts: Path) -> list[dict]:
-    path = artifacts / "baseline.pkl"
+def _predict_baseline(texts: list[str], name: str, artifacts: Path) -> tuple[np.ndarray, list[str]]:
+    path = artifacts / f"{name}.pkl"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the baseline first (dvc repro baseline)")
+        raise FileNotFoundError(f"{path} is missing: fit it first (dvc repro baseline@{name})")
     saved = pickle.loads(path.read_bytes())
-    probs = saved["pipeline"].predict_proba(clean_texts(texts, saved["clean_steps"]))
-    labels = saved["labels"]
-    return [{"text": t, "label": labels[int(p.argmax())],
-             "probabilities": {label: round(float(p[c]), 4) for c, label in enumerate(labels)}} for t, p in zip(texts, probs)]
+    return saved["pipeline"].predict_proba(clean_texts(texts, saved["clean_steps"])), saved["labels"]
+
+
+def ensemble_spec(artifacts: Path = ARTIFACTS) -> dict:
+    """artifacts/ensemble.json (members, weights, labels), checked to describe an ensemble that exists."""
+    path = artifacts / f"{ENSEMBLE}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the ensemble first (dvc repro ensemble)")
+    spec = json.loads(path.read_text())
+    if not spec.get("enabled"):
+        raise FileNotFoundError(f"{path}: this run has no ensemble ({spec.get('reason', 'disabled')}); see params ensemble.*")
+    return spec
+
+
+def mix(spec: dict, member_probs: dict[str, tuple[np.ndarray, list[str]]]) -> np.ndarray:
+    """The ensemble's probabilities (N, C): its members' (N, C) each, weighted as the ensemble stage recorded."""
+    mixed = None
+    for member, weight in zip(spec["members"], spec["weights"]):
+        probs, labels = member_probs[member]
+        if labels != spec["labels"]:
+            raise ValueError(f"{member}'s labels {labels} differ from the ensemble's {spec['labels']}: rerun `dvc repro`")
+        mixed = weight * probs if mixed is None else mixed + weight * probs
+    return mixed
+
+
+def _predict_ensemble(texts: list[str], artifacts: Path) -> tuple[np.ndarray, list[str]]:
+    """Each member's prediction, averaged with the weights the ensemble stage recorded."""
+    spec = ensemble_spec(artifacts)
+    return mix(spec, {m: predict_proba(texts, m, artifacts) for m in spec["members"]}), spec["labels"]
 
 
 def format_prediction(row: dict) -> str:

@@ -1,5 +1,9 @@
 """report: every model's predictions side by side: metrics, `dvc plots` data, PNG figures, a readable report.
 
+The models are params' model_set(): train.models, then baseline.models (the bars), then the ensemble when
+there is one. The verdict measures each neural model against the strongest baseline (best validation
+accuracy) and the ensemble against its members (flows/report_stats.py, flows/report_ensemble.py).
+
 Each model's data/predictions/<model>.parquet holds its validation and test rows (column `split`). Every
 score is on the test split; the validation rows only choose the decision thresholds (flows/report_thresholds.py).
 
@@ -36,12 +40,13 @@ from prefect import flow  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from flows import report_classes, report_models, report_stats, report_thresholds  # noqa: E402
+from flows import report_classes, report_ensemble, report_models, report_stats, report_thresholds  # noqa: E402
 from flows.common import REPORTS, params, read_dataset_info, run_stage  # noqa: E402
 from flows.report_embeddings import embedding_space, section_markdown  # noqa: E402
 from flows.report_models import COLORS, TITLES  # noqa: E402
 from flows.report_scores import load_predictions, operating_point, pr_points, score_models  # noqa: E402
 from reweigh.io import atomic_path, write_json, write_text  # noqa: E402
+from reweigh.params import ENSEMBLE, role  # noqa: E402
 PLOTS, FIGURES = REPORTS / "plots", REPORTS / "figures"
 METRICS, TIMINGS, REPORT = REPORTS / "metrics.json", REPORTS / "timings.json", REPORTS / "report.md"
 
@@ -59,10 +64,11 @@ def fig_confusion(name: str, y: np.ndarray, pred: np.ndarray, labels: list[str])
     cm = confusion_matrix(y, pred, labels=list(range(len(labels))))
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = 3.2 + 0.35 * len(labels)
+    shown = [report_classes.plain(label) for label in labels]  # "$" in a class name: literal, not mathtext
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), layout="constrained")
     for ax, mat, title, fmt, top in ((axes[0], cm, "counts", "{:,.0f}", None), (axes[1], norm, "row-normalised (recall per class)", "{:.1%}", 1.0)):
         im = ax.imshow(mat, cmap="Blues", vmin=0, vmax=top)
-        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=shown, yticklabels=shown,
                xlabel="predicted", ylabel="actual", title=title)
         for i in range(len(labels)):
             for j in range(len(labels)):
@@ -82,7 +88,7 @@ def fig_pr(curves: dict[str, tuple[pl.DataFrame, tuple[float, float], float]], p
     ax.axhline(target_p, color="black", linestyle=":", linewidth=1, label=f"target precision {target_p:.0%}")
     lo = min(float(pts["precision"].min()) for pts, _, _ in curves.values())
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(max(0.0, lo - 0.02), 1.005),
-           title=f"Precision-recall on the test split ({positive})")
+           title=f"Precision-recall on the test split ({report_classes.plain(positive)})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     return _save(fig, "pr_curves.png")
@@ -117,12 +123,14 @@ def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, parts:
     cols = list(metrics)
     ci = report_stats.level_text(alpha)
     md = ["# reweigh: model comparison", "",
-          f"Dataset `{info['name']}`: classes {', '.join(info['labels'])}; rows per split "
+          f"Dataset `{info.get('title') or info['name']}`: classes {', '.join(info['labels'])}; rows per split "
           + ", ".join(f"{k} {v:,}" for k, v in info.get("rows", {}).items()) + ". All scores are on the test split, "
           "which no model saw while training or early stopping; in this report the validation split serves only to choose "
-          "the decision thresholds.", "", "## Verdict", "", *parts["verdict"], "",
+          "the decision thresholds, the strongest baseline and (with `ensemble.weights: val`) the ensemble's weights.", "",
+          "## Verdict", "", *parts["verdict"], "",
           "## Metrics", "", "| metric | " + " | ".join(TITLES[m] for m in cols) + " |", "|---|" + "---:|" * len(cols)]
     for key, label, fmt in (("accuracy", "accuracy", "{:.4f}"), ("accuracy_ci", f"accuracy, {ci}", None),
+                            ("val_accuracy", "validation accuracy", "{:.4f}"),
                             ("precision_macro", "precision (macro)", "{:.4f}"), ("recall_macro", "recall (macro)", "{:.4f}"),
                             ("f1_macro", "F1 (macro)", "{:.4f}"), ("f1_macro_ci", f"F1 (macro), {ci}", None),
                             ("roc_auc", "ROC-AUC", "{:.4f}"), ("pr_auc", "PR-AUC (average precision)", "{:.4f}"),
@@ -135,7 +143,8 @@ def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, parts:
            "with replacement: a test set of other reviews from the same source would likely score inside it. "
            "Training time is wall-clock on the machine that ran the stage; it lives in `reports/timings.json`, "
            "not `metrics.json`, so that the same params and seed give byte-identical metrics.", "",
-           *parts["comparisons"], "### How each model started and why it stopped", "", *parts["stops"], "",
+           *parts["comparisons"], *parts.get("ensemble", []),
+           "### How each model started and why it stopped", "", *parts["stops"], "",
            *parts["per_class"], "## Confusion matrices", ""]
     md += [f"![{TITLES[m]} confusion]({figs['confusion'][m]})" for m in cols]
     md += ["", "## Precision-recall", "", f"Positive class: {positive}. Dots: each model's operating point.", "",
@@ -149,7 +158,7 @@ def write_plot_data(preds: dict, summaries: dict, metrics: dict, labels: list[st
     """CSVs under reports/plots/ and the PR, confusion, per-class and training figures; returns the figures' paths."""
     curves, class_points, figs = {}, {}, {"confusion": {}}
     models = tuple(preds)
-    neural = tuple(m for m in models if m != "baseline")
+    neural = tuple(m for m in models if role(m) == "neural")
     for m in models:
         y, probs, _ = preds[m]["test"]
         pred = probs.argmax(1)
@@ -178,9 +187,9 @@ def report_flow() -> str:
     target_p, target_r, alpha = p.report.target_precision, p.report.target_recall, p.report.significance
     positive = f"{labels[1]} against {labels[0]}" if C == 2 else "micro-averaged one-vs-rest over all classes"
 
-    neural = tuple(p.train.models)  # this run's neural models, in params.yaml's order; then the bar they must clear
-    models = (*neural, "baseline")
-    summaries = {m: json.loads((REPORTS / "train" / f"{m}.json").read_text()) for m in models}
+    neural = tuple(p.train.models)  # this run's neural models, in params.yaml's order
+    models = p.model_set()  # then the bars they must clear (baseline.models) and the ensemble, if there is one
+    summaries = {m: json.loads(summary_path(m).read_text()) for m in models}
     timings = {m: {"train_seconds": summaries[m]["train_seconds"]} for m in models}
     preds = {m: load_predictions(m, C) for m in models}
     metrics, comparisons, tables = score_models(preds, summaries, labels, p)
@@ -196,6 +205,8 @@ def report_flow() -> str:
     parts = {"verdict": verdict, "comparisons": report_stats.comparison_markdown(comparisons, TITLES, alpha),
              "thresholds": report_thresholds.markdown(tables, TITLES, target_p, target_r),
              "per_class": report_classes.markdown({m: metrics[m]["per_class"] for m in models}, labels, TITLES, figs["pr_per_class"]),
+             "ensemble": report_ensemble.markdown(summaries.get(ENSEMBLE, {}), metrics, comparisons, preds[models[0]]["test"][0],
+                                                  {m: preds[m]["test"][1].argmax(1) for m in models}, TITLES, alpha),
              "stops": stop_lines(summaries, neural), "embeddings": section_markdown(space),
              "attention": report_models.attention_markdown(neural, examples),
              "shapes": report_models.shapes_markdown(shapes, legends, report_models.fig_shapes(shapes, legends, _save))}
@@ -206,6 +217,12 @@ def report_flow() -> str:
         print(line)
     print(f"report: {METRICS}, {REPORT}, {len(list(FIGURES.glob('*.png')))} figures in {FIGURES}")
     return str(REPORT)
+
+
+def summary_path(name: str) -> Path:
+    """Where a model's stage summarised its run: reports/train/<name>.json; the ensemble's is reports/ensemble.json
+    (its stage depends on reports/train, so it cannot write there: dvc.yaml)."""
+    return REPORTS / "ensemble.json" if name == ENSEMBLE else REPORTS / "train" / f"{name}.json"
 
 
 def write_csv(df: pl.DataFrame, target: Path) -> None:

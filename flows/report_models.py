@@ -19,13 +19,14 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from flows.common import ARTIFACTS, DATA  # noqa: E402
+from flows.report_classes import plain  # noqa: E402
 from flows.predict import ATTENTION_MODELS, forward_with_weights, load_model, token_strings, weights_meaning  # noqa: E402
 from models.batching import TokenSet  # noqa: E402
 
 TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "cnn": "CNN", "transformer": "Transformer",
-          "baseline": "TF-IDF + LogReg"}
+          "tfidf_lr": "TF-IDF + LogReg", "nbsvm": "NB-SVM", "ensemble": "Ensemble"}
 COLORS = {"gru": "tab:blue", "gru_attention": "tab:red", "cnn": "tab:green", "transformer": "tab:purple",
-          "baseline": "tab:gray"}
+          "tfidf_lr": "tab:gray", "nbsvm": "tab:brown", "ensemble": "tab:orange"}
 Save = Callable[[plt.Figure, str], str]
 
 # ---------------------------------------------------------------- tensor shapes
@@ -146,24 +147,24 @@ def shapes_markdown(shapes: dict, legends: dict, figure: str) -> list[str]:
 # ---------------------------------------------------------------- where attention looked
 def fig_attention(i: int, tokens: list[str], panels: list[tuple[str, np.ndarray]], title: str, save: Save, per_row: int = 14) -> str:
     """One review's tokens, shaded by each attention model's weights (one panel per model)."""
-    rows = int(np.ceil(len(tokens) / per_row))
+    rows = max(int(np.ceil(len(tokens) / per_row)), 1)  # an empty review still gets its (empty) panel
     fig, axes = plt.subplots(len(panels), 1, figsize=(13, len(panels) * (0.38 * rows + 0.6) + 0.3), squeeze=False)
     cmap = plt.get_cmap("Reds")
     for ax, (caption, weights) in zip(axes[:, 0], panels):
         ax.set(xlim=(0, per_row), ylim=(rows, 0))
         ax.axis("off")
-        top = float(weights.max())
+        top = float(weights.max(initial=0.0)) or 1.0  # no tokens, or all weights 0: no division by zero, a scale of 0-1
         for k, (tok, w) in enumerate(zip(tokens, weights)):
             r, c = divmod(k, per_row)
             shade = w / top
             ax.add_patch(plt.Rectangle((c + 0.02, r + 0.06), 0.96, 0.88, color=cmap(0.85 * shade)))
-            label = tok if len(tok) <= 12 else tok[:11] + "…"
+            label = plain(tok if len(tok) <= 12 else tok[:11] + "…")  # a token such as "$5$" is text, not mathtext
             ax.text(c + 0.5, r + 0.5, label, ha="center", va="center", fontsize=8.5 if len(label) <= 9 else 7,
                     color="white" if shade > 0.6 else "black")
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, top / 0.85))
         fig.colorbar(sm, ax=ax, fraction=0.02, pad=0.01, label="weight")
-        ax.set_title(caption, fontsize=9, loc="left")
-    fig.suptitle(title, fontsize=10, x=0.02, ha="left")
+        ax.set_title(plain(caption), fontsize=9, loc="left")
+    fig.suptitle(plain(title), fontsize=10, x=0.02, ha="left")
     return save(fig, f"attention_{i}.png")
 
 

@@ -19,19 +19,30 @@ from sklearn.preprocessing import label_binarize
 from flows import report_classes, report_stats, report_thresholds
 from flows.common import DATA
 from flows.report_thresholds import scores
-from reweigh.params import MODEL_NAMES, Params
+from reweigh.params import BASELINE_NAMES, ENSEMBLE, MODEL_NAMES, Params, role
 
 NEURAL = MODEL_NAMES  # the default train.models; a run's own set is params().train.models
-MODELS = (*NEURAL, "baseline")
+BASELINES = BASELINE_NAMES  # the default baseline.models
+MODELS = (*NEURAL, *BASELINES, ENSEMBLE)  # the default set, as params().model_set() gives it
 
 
-def pairs(neural: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
-    """Pairs compared for significance, first minus second: each neural model against the bar (the baseline),
-    then each neural model against every one listed before it in train.models (gru_attention − gru, ...)."""
-    return [(m, "baseline") for m in neural] + [(b, a) for i, a in enumerate(neural) for b in neural[i + 1:]]
+def pairs(neural: tuple[str, ...] | list[str], baselines: tuple[str, ...] | list[str] = BASELINES,
+          members: tuple[str, ...] | list[str] = ()) -> list[tuple[str, str]]:
+    """Pairs compared for significance, first minus second: each neural model against each baseline; each
+    baseline against those listed before it; each neural model against those listed before it in train.models
+    (gru_attention − gru, ...); then the ensemble against each of its `members` (none: no ensemble)."""
+    return ([(m, b) for m in neural for b in baselines]
+            + [(b, a) for i, a in enumerate(baselines) for b in baselines[i + 1:]]
+            + [(b, a) for i, a in enumerate(neural) for b in neural[i + 1:]]
+            + [(ENSEMBLE, m) for m in members])
 
 
-PAIRS = tuple(pairs(NEURAL))  # the default set's: (gru, baseline), (gru_attention, baseline), (gru_attention, gru)
+PAIRS = tuple(pairs(NEURAL, BASELINES, (*NEURAL, *BASELINES)))  # the default set's
+
+
+def by_role(models) -> tuple[list[str], list[str]]:
+    """The neural models and the baselines among `models`, in their order."""
+    return [m for m in models if role(m) == "neural"], [m for m in models if role(m) == "baseline"]
 
 
 def load_predictions(name: str, n_classes: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -70,7 +81,11 @@ def model_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         roc, ap = roc_auc_score(y, probs[:, 1]), average_precision_score(y, probs[:, 1])
     else:
         onehot = label_binarize(y, classes=list(range(probs.shape[1])))
-        roc = roc_auc_score(y, probs, multi_class="ovr", average="macro")
+        # Macro one-vs-rest by hand: roc_auc_score(multi_class="ovr") raises when a class is absent from the test
+        # split (legal on a small or lopsided table). Averaging the classes that have both positives and negatives
+        # gives scikit-learn's value when every class is present; NaN (as for two classes) when none has.
+        scored = [c for c in range(probs.shape[1]) if 0 < onehot[:, c].sum() < len(y)]
+        roc = np.mean([roc_auc_score(onehot[:, c], probs[:, c]) for c in scored]) if scored else float("nan")
         ap = average_precision_score(onehot, probs, average="macro")
     return {k: round(float(v), 6) for k, v in
             {"accuracy": (pred == y).mean(), "precision_macro": p, "recall_macro": r, "f1_macro": f1,
@@ -95,7 +110,8 @@ def pr_points(y: np.ndarray, probs: np.ndarray, n: int = 200) -> pl.DataFrame:
 
 def score_models(preds: dict, summaries: dict[str, dict[str, Any]], labels: list[str], p: Params) -> tuple[dict, dict, dict]:
     """metrics (per model), comparisons (per pair, paired on the test rows) and threshold tables (per model);
-    `preds` holds every model of the run (train.models, then the baseline), in that order."""
+    `preds` holds every model of the run (train.models, baseline.models, the ensemble), in that order.
+    `val_accuracy` (argmax decisions on the validation rows) is what picks the strongest baseline."""
     C, alpha, cfg = len(labels), p.report.significance, p.report
     models = list(preds)
     same_rows(preds)
@@ -106,9 +122,14 @@ def score_models(preds: dict, summaries: dict[str, dict[str, Any]], labels: list
     for m in models:
         probs, s = preds[m]["test"][1], summaries[m]
         tables[m] = report_thresholds.threshold_report(preds[m]["val"][:2], preds[m]["test"][:2], cfg.target_precision, cfg.target_recall)
-        metrics[m] = {**model_metrics(y, probs), **report_stats.model_intervals(boot[m], alpha), "parameters": s["parameters"],
+        val_y, val_probs = preds[m]["val"][:2]
+        metrics[m] = {**model_metrics(y, probs), "val_accuracy": round(float((val_probs.argmax(1) == val_y).mean()), 6),
+                      **report_stats.model_intervals(boot[m], alpha), "parameters": s["parameters"],
                       "epochs": s["epochs"], "best_epoch": s.get("best_epoch", 0),
                       "per_class": report_classes.per_class_metrics(y, probs, labels),
                       "thresholds": report_thresholds.metrics_entry(tables[m])}
-    comparisons = {f"{a}_vs_{b}": report_stats.compare(y, decided[a], decided[b], boot[a], boot[b], C, alpha) for a, b in pairs([m for m in models if m != "baseline"])}
+    neural, baselines = by_role(models)
+    members = [m for m in p.ensemble_members() if m in preds] if ENSEMBLE in preds else []
+    comparisons = {f"{a}_vs_{b}": report_stats.compare(y, decided[a], decided[b], boot[a], boot[b], C, alpha)
+                   for a, b in pairs(neural, baselines, members)}
     return metrics, comparisons, tables

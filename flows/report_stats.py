@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from reweigh.params import ENSEMBLE, role
+
 CHUNK = 100  # resamples drawn at once: memory is CHUNK x N counts, whatever B is
 
 
@@ -155,9 +157,24 @@ def f1_text(c: dict[str, float], alpha: float) -> str:
             f"{c['f1_macro_diff_ci_high']:+.4f}]")
 
 
+def strongest_baseline(metrics: dict[str, dict[str, Any]], baselines: list[str] | tuple[str, ...]) -> str:
+    """The baseline with the best validation accuracy (the first listed on a tie): the bar. Chosen on the
+    validation rows, never on test, so that the bar is not picked by the very rows that then judge it."""
+    return max(baselines, key=lambda b: metrics[b]["val_accuracy"])
+
+
+BAR_WHY = ("A neural model costs far more to train and to serve than a linear model on word counts, so it has "
+           "earned its place only if it beats the best such model: a win against a weak bar is no win.")
+WORDS = {1: "clears", -1: "falls below", 0: "is not significantly different from"}
+
+
 def verdict(metrics: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, float]], titles: dict[str, str],
             neural: tuple[str, ...], alpha: float) -> list[str]:
-    """The report's verdict: a model is called better only when its lead is significant at level `alpha`."""
+    """The report's verdict: a model is called better only when its lead is significant at level `alpha`.
+
+    The baselines are the models of `metrics` that role() calls baselines; each neural model is measured
+    against the strongest of them (strongest_baseline), and the ensemble, when there is one, against its
+    strongest member (its members are the models it was compared with: `ensemble_vs_<member>`)."""
     ranked = sorted((m for m in metrics if m in titles), key=lambda m: -metrics[m]["accuracy"])
     best, second = ranked[0], ranked[1]
     c = oriented(comparisons, best, second)
@@ -169,11 +186,26 @@ def verdict(metrics: dict[str, dict[str, Any]], comparisons: dict[str, dict[str,
         lines = [f"**No significant winner**: {titles[best]} has the highest score ({acc}), but its lead over "
                  f"{titles[second]} ({metrics[second]['accuracy']:.2%}) is {accuracy_text(c, alpha)}: not significant "
                  f"at the {100 * alpha:g}% level, so this test set cannot tell the two apart."]
-    for m in neural:
-        c = oriented(comparisons, m, "baseline")
-        word = {1: "clears", -1: "falls below", 0: "is not significantly different from"}[c["accuracy_verdict"]]
-        lines.append(f"- {titles[m]} {word} the TF-IDF bar: {accuracy_text(c, alpha)} "
-                     f"({metrics[m]['accuracy']:.2%} against {metrics['baseline']['accuracy']:.2%}).")
+    baselines = [m for m in metrics if role(m) == "baseline"]
+    bar = strongest_baseline(metrics, baselines) if baselines else None
+    if bar:
+        weaker = "; ".join(f"{titles[b]} {metrics[b]['val_accuracy']:.2%}" for b in baselines if b != bar)
+        tied = any(metrics[b]["val_accuracy"] == metrics[bar]["val_accuracy"] for b in baselines if b != bar)
+        lines.append(f"The bar is **{titles[bar]}, the strongest baseline**: the best validation accuracy of the "
+                     f"{len(baselines)} baseline{'s' if len(baselines) > 1 else ''} ({metrics[bar]['val_accuracy']:.2%}"
+                     f"{'; ' + weaker if weaker else ''}{'; a tie goes to the first in baseline.models' if tied else ''}), "
+                     f"chosen on the validation split, never on test. {BAR_WHY}")
+    for m in neural if bar else ():
+        c = oriented(comparisons, m, bar)
+        lines.append(f"- {titles[m]} {WORDS[c['accuracy_verdict']]} the bar, {titles[bar]}: {accuracy_text(c, alpha)} "
+                     f"({metrics[m]['accuracy']:.2%} against {metrics[bar]['accuracy']:.2%}).")
+    members = [key.split("_vs_", 1)[1] for key in comparisons if key.startswith(f"{ENSEMBLE}_vs_")]
+    if ENSEMBLE in metrics and members:
+        top = max(members, key=lambda m: metrics[m]["val_accuracy"])
+        c = oriented(comparisons, ENSEMBLE, top)
+        lines.append(f"- {titles[ENSEMBLE]} (the mean of {len(members)} models) {WORDS[c['accuracy_verdict']]} its strongest "
+                     f"member by validation accuracy, {titles[top]}: {accuracy_text(c, alpha)} "
+                     f"({metrics[ENSEMBLE]['accuracy']:.2%} against {metrics[top]['accuracy']:.2%}).")
     for i, b in enumerate(neural):  # every pair of neural models, the later-listed one first
         for a in neural[i + 1:]:
             c = oriented(comparisons, a, b)

@@ -26,12 +26,11 @@ import polars as pl
 import yaml
 
 from flows.retrain_dvc import RetrainFailed, git
-from reweigh.params import MODEL_NAMES
+from reweigh.params import BASELINE_NAMES, ENSEMBLE, MODEL_NAMES, role
 
-ARTIFACT_FILES = ("artifacts/tokenizer.json", *(f"artifacts/{m}.pt" for m in MODEL_NAMES), "artifacts/baseline.pkl")  # default set
 INGESTED = "data/ingested.parquet"
 SOURCES = "reports/sources.json"
-SCORED_MODELS = (*MODEL_NAMES, "baseline")  # the default set's; a side scores the models its dvc.lock trained
+SCORED_MODELS = (*MODEL_NAMES, *BASELINE_NAMES, ENSEMBLE)  # the default set's; a side scores the models its dvc.lock ran
 
 
 def lock_models(lock: dict[str, Any]) -> tuple[str, ...]:
@@ -40,8 +39,25 @@ def lock_models(lock: dict[str, Any]) -> tuple[str, ...]:
     return found or MODEL_NAMES
 
 
-def artifact_files(models: tuple[str, ...]) -> tuple[str, ...]:
-    return ("artifacts/tokenizer.json", *(f"artifacts/{m}.pt" for m in models), "artifacts/baseline.pkl")
+def lock_baselines(lock: dict[str, Any]) -> tuple[str, ...]:
+    """The baselines a dvc.lock fitted (its baseline@<name> stages); none for a lock from before baseline.models
+    (its single `baseline` stage), whose baseline this code no longer loads: it never decides a promotion."""
+    return tuple(s.split("@", 1)[1] for s in (lock.get("stages") or {}) if s.startswith("baseline@"))
+
+
+def artifact_files(models: tuple[str, ...], baselines: tuple[str, ...] = (), ensemble: bool = False) -> tuple[str, ...]:
+    """What `predict` needs for these models: the tokenizer, each neural model's .pt, each baseline's .pkl and,
+    with an ensemble stage, artifacts/ensemble.json (its members and weights)."""
+    return ("artifacts/tokenizer.json", *(f"artifacts/{m}.pt" for m in models), *(f"artifacts/{b}.pkl" for b in baselines),
+            *((f"artifacts/{ENSEMBLE}.json",) if ensemble else ()))
+
+
+def lock_artifact_files(lock: dict[str, Any]) -> tuple[str, ...]:
+    """artifact_files of every model a dvc.lock ran."""
+    return artifact_files(lock_models(lock), lock_baselines(lock), ENSEMBLE in (lock.get("stages") or {}))
+
+
+ARTIFACT_FILES = artifact_files(MODEL_NAMES, BASELINE_NAMES, ensemble=True)  # the default set's
 
 
 # ---------------------------------------------------------------- reading a side
@@ -106,7 +122,7 @@ def materialise(workdir: Path, cache: Path, side: Side, into: Path) -> Path | No
     """Copy this side's tokenizer and models into `into`/artifacts/ (for flows.predict); None if any is missing."""
     target = into / "artifacts"
     target.mkdir(parents=True, exist_ok=True)
-    for path in artifact_files(lock_models(side.lock)):
+    for path in lock_artifact_files(side.lock):
         source = cached_file(workdir, cache, side, path)
         if source is None and side.name == "champion" and (workdir / path).is_file():
             source = workdir / path  # a workspace output not (yet) in the cache
@@ -176,18 +192,26 @@ def score(artifacts: Path, texts: list[str], labels: list[str], chunk: int = 256
     """{model: {accuracy, macro_f1}} of every model in `artifacts` on (texts, labels), predicted in chunks."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from flows.predict import predict
+    from flows.predict import ensemble_spec, mix, predict_proba
     from models import MODELS
 
-    out = {}
     neural = tuple(m for m in MODELS if (artifacts / f"{m}.pt").is_file())  # what materialise copied: the side's set
-    for model in (*neural, "baseline"):
-        predicted = [row["label"] for i in range(0, len(texts), chunk)
-                     for row in predict(texts[i:i + chunk], model, top_k=0, artifacts=artifacts)]
+    baselines = tuple(b for b in BASELINE_NAMES if (artifacts / f"{b}.pkl").is_file())
+    spec_file = artifacts / f"{ENSEMBLE}.json"  # copied when the side's dvc.lock has an ensemble stage
+    spec = ensemble_spec(artifacts) if spec_file.is_file() and json.loads(spec_file.read_text()).get("enabled") else None
+    out = {}
+    for i in range(0, len(texts), chunk):
+        probs = {m: predict_proba(texts[i:i + chunk], m, artifacts) for m in (*neural, *baselines)}  # (n, C), labels
+        if spec:  # the members' probabilities averaged as `predict --model ensemble` does, without predicting twice
+            probs[ENSEMBLE] = (mix(spec, probs), spec["labels"])
+        for m, (p, names) in probs.items():
+            out.setdefault(m, []).extend(names[k] for k in p.argmax(1))
+    scores = {}
+    for model, predicted in out.items():
         classes = sorted(set(labels) | set(predicted))
-        out[model] = {"accuracy": float(accuracy_score(labels, predicted)),
-                      "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0))}
-    return out
+        scores[model] = {"accuracy": float(accuracy_score(labels, predicted)),
+                         "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0))}
+    return scores
 
 
 @dataclass
@@ -200,7 +224,7 @@ class Decision:
 
 
 def best_neural(scores: dict[str, dict[str, float]], metric: str) -> tuple[str, float]:
-    name = max((m for m in scores if m != "baseline"), key=lambda m: scores[m][metric])
+    name = max((m for m in scores if role(m) == "neural"), key=lambda m: scores[m][metric])
     return name, scores[name][metric]
 
 

@@ -60,3 +60,15 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256: a stage's summary records its predictions' digest, so that a DVC dependency on the
+    summaries' folder (reports/train) changes whenever any model's predictions do (dvc.yaml, the ensemble)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

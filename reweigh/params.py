@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 CLEAN_STEPS = ("strip_markup", "unescape_entities", "lowercase", "remove_punctuation", "normalize_whitespace")
 TOKENIZER_KINDS = ("word", "bpe", "wordpiece", "char")
 MODEL_NAMES = ("gru", "gru_attention")  # the default `train.models`: the models a run trains and reports
+BASELINE_NAMES = ("tfidf_lr", "nbsvm")  # the default `baseline.models`: every linear bar a run fits
+ENSEMBLE = "ensemble"  # the averaged model (flows/ensemble.py), a model name like the others
 
 
 class _Strict(BaseModel):
@@ -94,7 +96,8 @@ class TrainParams(_Strict):
         known = list(ModelParams.model_fields)  # one model.<name> section per model of the registry (models.MODELS)
         unknown = [n for n in names if n not in known]
         if unknown:
-            hint = "; the baseline always runs (its own stage), leave it out" if "baseline" in unknown else ""
+            hint = ("; baselines have their own list, baseline.models" if set(unknown) & {"baseline", *BASELINE_NAMES}
+                    else "; the ensemble is its own stage (params ensemble.*)" if ENSEMBLE in unknown else "")
             raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))}: choose from {', '.join(known)}{hint}")
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -182,11 +185,78 @@ class ModelParams(_Strict):
     transformer: TransformerParams = TransformerParams()
 
 
+class TfidfLRParams(_Strict):
+    """TF-IDF of n-grams (sublinear tf) + logistic regression (models/baselines.py tfidf_lr)."""
+    ngram_max: int = Field(2, ge=1, le=3, description="n-grams of 1 to this many words")
+    min_df: int = Field(2, ge=1, description="an n-gram must occur in this many training documents")
+    max_features: int = Field(200000, ge=1, description="keep the most frequent n-grams only")
+    C: float = Field(4.0, gt=0, description="inverse L2 regularisation strength")
+
+
+class NBSVMParams(_Strict):
+    """Wang & Manning's NB-SVM (models/baselines.py nbsvm): binarised n-gram counts scaled by their naive-Bayes
+    log-count ratio r, then logistic regression (liblinear); one-vs-rest beyond two classes."""
+    ngram_max: int = Field(2, ge=1, le=3, description="n-grams of 1 to this many words (the paper's best: 2)")
+    min_df: int = Field(1, ge=1, description="an n-gram must occur in this many training documents; 1 = every n-gram, as the paper")
+    max_features: int = Field(0, ge=0, description="keep the most frequent n-grams only; 0 = all")
+    alpha: float = Field(1.0, gt=0, description="smoothing added to each feature's count per class before r is taken")
+    C: float = Field(1.0, gt=0, description="inverse L2 regularisation strength of the logistic regression")
+    beta: float = Field(1.0, gt=0, le=1, description=(
+        "interpolation w' = (1 - beta) mean|w| + beta w; 1 = none (the paper's SVM variant used 0.25)"))
+
+
 class BaselineParams(_Strict):
-    ngram_max: int = Field(2, ge=1, le=3)
-    min_df: int = Field(2, ge=1)
-    max_features: int = Field(200000, ge=1)
-    C: float = Field(4.0, gt=0)
+    models: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES), min_length=1, description=(
+        "the linear bars this run fits (one baseline@<name> stage each), each configured by baseline.<name>"))
+    tfidf_lr: TfidfLRParams = TfidfLRParams()
+    nbsvm: NBSVMParams = NBSVMParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _knobs_moved(cls, data: Any) -> Any:
+        moved = sorted(set(data) & set(TfidfLRParams.model_fields)) if isinstance(data, dict) else []
+        if moved:
+            raise ValueError(f"{', '.join(moved)}: the TF-IDF baseline's knobs live under baseline.tfidf_lr now "
+                             "(baseline.models lists the baselines, baseline.<name> configures each)")
+        return data
+
+    @field_validator("models")
+    @classmethod
+    def _known_baselines(cls, names: list[str]) -> list[str]:
+        known = [k for k in cls.model_fields if k != "models"]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            hint = "; neural models go in train.models" if set(unknown) & set(ModelParams.model_fields) else ""
+            raise ValueError(f"unknown baseline(s) {', '.join(map(repr, unknown))}: choose from {', '.join(known)}{hint}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"baseline(s) named twice: {', '.join(repeated)}")
+        return names
+
+
+class EnsembleParams(_Strict):
+    """The ensemble stage (flows/ensemble.py): the average of its members' class probabilities."""
+    enabled: bool = Field(True, description="false: the stage writes an empty marker and the report leaves the ensemble out")
+    members: Literal["all"] | list[str] = Field("all", description=(
+        "all = every model of train.models and baseline.models; or a list of them; [] = no ensemble"))
+    weights: Literal["uniform", "val"] = Field("uniform", description=(
+        "uniform = the plain mean; val = weights on the simplex minimising validation log-loss"))
+
+    @field_validator("members")
+    @classmethod
+    def _known_members(cls, members: str | list[str]) -> str | list[str]:
+        if isinstance(members, str):
+            return members
+        known = [*ModelParams.model_fields, *(k for k in BaselineParams.model_fields if k != "models")]
+        unknown = [n for n in members if n not in known]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))}: choose from {', '.join(known)}, or write all")
+        repeated = sorted({n for n in members if members.count(n) > 1})
+        if repeated:
+            raise ValueError(f"member(s) named twice: {', '.join(repeated)}")
+        if len(members) == 1:
+            raise ValueError(f"one member ({members[0]}) is no ensemble: list two or more, all, or [] for none")
+        return members
 
 
 class ReportParams(_Strict):
@@ -233,6 +303,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     model: ModelParams = ModelParams()
     baseline: BaselineParams = BaselineParams()
+    ensemble: EnsembleParams = EnsembleParams()
     report: ReportParams = ReportParams()
     retrain: RetrainParams = RetrainParams()
 
@@ -243,6 +314,27 @@ class Params(_Strict):
             raise ValueError(f"model.transformer.max_len {t.max_len} is below tokenize.max_length {self.tokenize.max_length}: "
                              "the Transformer (in train.models) would meet reviews longer than its positions cover")
         return self
+
+    @model_validator(mode="after")
+    def _members_are_trained(self) -> "Params":
+        members = self.ensemble.members
+        missing = [] if members == "all" else [m for m in members if m not in (*self.train.models, *self.baseline.models)]
+        if missing:
+            raise ValueError(f"ensemble.members names {', '.join(missing)}, which this run does not train: add it to "
+                             "train.models or baseline.models, or leave it out of the ensemble")
+        return self
+
+    def ensemble_members(self) -> list[str]:
+        """The models the ensemble averages, in report order; [] when there is no ensemble."""
+        if not self.ensemble.enabled:
+            return []
+        if self.ensemble.members == "all":
+            return [*self.train.models, *self.baseline.models]
+        return [m for m in (*self.train.models, *self.baseline.models) if m in self.ensemble.members]
+
+    def model_set(self) -> tuple[str, ...]:
+        """Every model of this run, in the order tables show them: neural, baselines, then the ensemble."""
+        return (*self.train.models, *self.baseline.models, *((ENSEMBLE,) if self.ensemble_members() else ()))
 
 
 class ParamsError(ValueError):
@@ -275,3 +367,13 @@ def format_errors(path: Path, exc: ValidationError) -> str:
             msg = "unknown key (a typo?)"
         lines.append(f"  {key}: {msg}; got {given!r}" if err["type"] != "missing" else f"  {key}: {msg}")
     return "\n".join(lines)
+
+
+def role(name: str) -> str:
+    """What kind of model `name` is: "neural" (a model.<name> section), "baseline" (a baseline.<name> section)
+    or "ensemble"; "unknown" otherwise."""
+    if name == ENSEMBLE:
+        return "ensemble"
+    if name in ModelParams.model_fields:
+        return "neural"
+    return "baseline" if name in BaselineParams.model_fields and name != "models" else "unknown"

@@ -1,7 +1,9 @@
-"""params.yaml's train.models: which neural models a run trains (one train@<name> stage each) and compares.
+"""params.yaml's train.models and baseline.models: which models a run trains (one train@<name> / baseline@<name>
+stage each), averages (the ensemble) and compares.
 
-Checked: the names are validated; the train stages never depend on the list (adding a model trains only that
-one); the report covers every model of the set in every table, figure and verdict, CNN and Transformer included.
+Checked: the names are validated; the train and baseline stages never depend on the lists (adding a model or a
+baseline trains only it, then the ensemble and the report); the report covers every model of the set in every
+table, figure and verdict, CNN, Transformer, both baselines and the ensemble included.
 """
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from conftest import ROOT, make_project
 from reweigh.params import MODEL_NAMES, ModelParams, Params, ParamsError, TrainParams, load_params
 
 FOUR = ["gru", "gru_attention", "cnn", "transformer"]
-TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "cnn": "CNN", "transformer": "Transformer", "baseline": "TF-IDF + LogReg"}
+TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "cnn": "CNN", "transformer": "Transformer",
+          "tfidf_lr": "TF-IDF + LogReg", "nbsvm": "NB-SVM", "ensemble": "Ensemble"}
+BASELINES = ["tfidf_lr", "nbsvm"]
 SMALL_NEW = {"cnn": {"embedding_dim": 16, "widths": [2, 3], "filters": 8},  # embedding_dim = pretrain.dim (16)
              "transformer": {"embedding_dim": 16, "heads": 2, "ff": 32, "layers": 2}}
 
@@ -35,7 +39,7 @@ def test_default_set_is_the_two_grus_and_every_registered_model_has_a_section():
     assert load_params(ROOT / "params.yaml").train.models == ["gru", "gru_attention"]
 
 
-@pytest.mark.parametrize(("models", "named"), [(["gru", "lstm"], "'lstm'"), (["baseline"], "baseline always runs"),
+@pytest.mark.parametrize(("models", "named"), [(["gru", "lstm"], "'lstm'"), (["baseline"], "baselines have their own list"),
                                                ([], "at least 1"), (["cnn", "cnn"], "named twice: cnn")])
 def test_a_bad_model_set_is_a_params_error_naming_train_models(tmp_path, models, named):
     with pytest.raises(ParamsError) as err:
@@ -56,6 +60,13 @@ def test_train_stages_read_every_train_key_but_the_model_set():
     assert train_keys == {f"train.{k}" for k in TrainParams.model_fields if k != "models"}
     assert "train.models" in stages["report"]["params"]
     assert not any(str(d).startswith("artifacts/gru") for d in stages["report"]["deps"])
+    # the baselines likewise: one stage per name, reading its own section, never the list
+    assert stages["baseline"]["foreach"] == "${baseline.models}"
+    assert stages["baseline"]["do"]["params"] == ["seed", "baseline.${item}", "clean.steps"]
+    assert {"train.models", "baseline.models", "ensemble"} <= set(stages["ensemble"]["params"])
+    assert {"train.models", "baseline.models", "ensemble"} <= set(stages["report"]["params"])
+    # the ensemble follows its members through their summaries (which record their predictions' digest)
+    assert "reports/train" in stages["ensemble"]["deps"] and "reports/ensemble.json" in stages["report"]["deps"]
 
 
 def test_shape_tables_show_convolutions_pooling_and_transformer_blocks():
@@ -114,24 +125,28 @@ def _ran(result) -> set[str]:
 def test_four_model_report_and_adding_a_model_trains_only_it(tmp_path, imdb_archive):
     three = FOUR[:3]
     project = make_project(tmp_path, {"dataset": {"options": {"archive": str(imdb_archive)}}, "train": {"models": three},
-                                      "model": SMALL_NEW})
+                                      "baseline": {"models": ["tfidf_lr"]}, "model": SMALL_NEW})
     project.dvc("repro")
     assert _stale(project) == {}
     lock = yaml.safe_load((project.path / "dvc.lock").read_text())["stages"]
-    assert {s for s in lock if s.startswith("train@")} == {f"train@{m}" for m in three}
+    assert {s for s in lock if s.startswith(("train@", "baseline@"))} == {*(f"train@{m}" for m in three), "baseline@tfidf_lr"}
     assert all("train.models" not in lock[f"train@{m}"]["params"]["params.yaml"] for m in three)
+    assert set(lock["baseline@tfidf_lr"]["params"]["params.yaml"]) == {"seed", "baseline.tfidf_lr", "clean.steps"}
 
-    project.set_params({"train": {"models": FOUR}})  # the transformer joins: only it and the report rerun
-    assert set(_stale(project)) == {"train@transformer", "report"}
-    assert _ran(project.dvc("repro")) == {"train@transformer", "report"}
+    # the transformer and NB-SVM join: only they, the ensemble (which averages every model) and the report rerun
+    project.set_params({"train": {"models": FOUR}, "baseline": {"models": BASELINES}})
+    assert set(_stale(project)) == {"train@transformer", "baseline@nbsvm", "ensemble", "report"}
+    assert _ran(project.dvc("repro")) == {"train@transformer", "baseline@nbsvm", "ensemble", "report"}
     assert _stale(project) == {}
 
     reports = project.path / "reports"
     metrics = json.loads((reports / "metrics.json").read_text())
     comparisons = metrics.pop("comparisons")
-    assert list(metrics) == [*FOUR, "baseline"]
-    assert set(comparisons) == {f"{m}_vs_baseline" for m in FOUR} | {
-        f"{b}_vs_{a}" for i, a in enumerate(FOUR) for b in FOUR[i + 1:]}
+    assert list(metrics) == [*FOUR, *BASELINES, "ensemble"]
+    assert set(comparisons) == {f"{m}_vs_{b}" for m in FOUR for b in BASELINES} | {"nbsvm_vs_tfidf_lr"} | {
+        f"{b}_vs_{a}" for i, a in enumerate(FOUR) for b in FOUR[i + 1:]} | {f"ensemble_vs_{m}" for m in [*FOUR, *BASELINES]}
+    ensemble = json.loads((reports / "ensemble.json").read_text())
+    assert ensemble["members"] == [*FOUR, *BASELINES] and ensemble["weights"] == {m: pytest.approx(1 / 6, abs=1e-6) for m in ensemble["members"]}
     for m in FOUR:
         assert metrics[m]["parameters"] > 0 and set(metrics[m]["thresholds"]) and metrics[m]["per_class"]
         assert (project.path / "artifacts" / f"{m}.pt").exists()
@@ -139,12 +154,22 @@ def test_four_model_report_and_adding_a_model_trains_only_it(tmp_path, imdb_arch
             assert (reports / "plots" / kind / f"{m}.csv").exists(), (kind, m)
         assert (reports / "figures" / f"confusion_{m}.png").exists()
 
+    for m in [*BASELINES, "ensemble"]:
+        assert metrics[m]["parameters"] > 0 and set(metrics[m]["thresholds"]) and (reports / "plots" / "pr" / f"{m}.csv").exists()
+        assert (reports / "figures" / f"confusion_{m}.png").exists()
+
     report = (reports / "report.md").read_text()
-    assert "| metric | " + " | ".join(TITLES[m] for m in [*FOUR, "baseline"]) + " |" in report
+    assert "| metric | " + " | ".join(TITLES[m] for m in [*FOUR, *BASELINES, "ensemble"]) + " |" in report
     verdict = report.split("## Verdict")[1].split("## Metrics")[0]
+    bar = max(BASELINES, key=lambda b: metrics[b]["val_accuracy"])  # the strongest baseline, chosen on validation
+    assert f"The bar is **{TITLES[bar]}, the strongest baseline**" in verdict and "a win against a weak bar is no win" in verdict
+    assert "- Ensemble (the mean of 6 models) " in verdict
+    ensemble_section = report.split("### The ensemble")[1].split("### How each model started")[0]
+    assert ensemble_section.count(" · ") == 15, "every pair of the 6 members: the share only one of the two gets right"
     for m in FOUR:
-        assert f"- {TITLES[m]} " in verdict and "TF-IDF bar" in verdict
-        assert f"| {TITLES[m]} − TF-IDF + LogReg |" in report  # the significance table
+        assert f"- {TITLES[m]} " in verdict and f" the bar, {TITLES[bar]}: " in verdict
+        assert f"| {TITLES[m]} − TF-IDF + LogReg |" in report and f"| {TITLES[m]} − NB-SVM |" in report  # the significance table
+        assert f"| Ensemble − {TITLES[m]} |" in report
         assert f"**{TITLES[m]}**: started from" in report  # how it started and stopped
         assert f"![{TITLES[m]} confusion](figures/confusion_{m}.png)" in report
         assert f"**{TITLES[m]}** (B=" in report  # its tensor-shape table

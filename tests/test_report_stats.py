@@ -11,7 +11,7 @@ from flows.report_classes import per_class_metrics, weakest
 from flows.report_stats import CHUNK, bootstrap, compare, mcnemar_exact, model_intervals, oriented, verdict
 from reweigh.params import ParamsError, load_params
 
-TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "baseline": "TF-IDF + LogReg"}
+TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "tfidf_lr": "TF-IDF + LogReg", "nbsvm": "NB-SVM"}
 
 
 def correctness(only_a: int, only_b: int, both: int = 5, neither: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -97,22 +97,35 @@ def test_bootstrap_of_25000_rows_and_three_models_is_fast():
     assert time.perf_counter() - started < 3.0  # about 0.3 s here; generous for a loaded machine
 
 
-def test_verdict_calls_a_winner_only_when_the_lead_is_significant():
+def test_verdict_calls_a_winner_only_when_the_lead_is_significant_and_measures_against_the_strongest_baseline():
+    from flows.report_scores import pairs
+
     y, preds = three_models()
-    models = {"gru": preds["a"], "gru_attention": preds["same"], "baseline": preds["half"]}
+    three_quarters = np.where(np.arange(len(y)) % 4 == 0, 1 - y, y)
+    models = {"gru": preds["a"], "gru_attention": preds["same"], "tfidf_lr": preds["half"], "nbsvm": three_quarters}
     boot = bootstrap(y, models, 2, 300, seed=3)
-    pairs = (("gru", "baseline"), ("gru_attention", "baseline"), ("gru_attention", "gru"))
-    comparisons = {f"{a}_vs_{b}": compare(y, models[a], models[b], boot[a], boot[b], 2, 0.05) for a, b in pairs}
-    metrics = {m: {"accuracy": float((p == y).mean()), "f1_macro": 0.0, "pr_auc": 0.0} for m, p in models.items()}
+    comparisons = {f"{a}_vs_{b}": compare(y, models[a], models[b], boot[a], boot[b], 2, 0.05)
+                   for a, b in pairs(("gru", "gru_attention"), ("tfidf_lr", "nbsvm"))}
+    assert set(comparisons) == {"gru_vs_tfidf_lr", "gru_vs_nbsvm", "gru_attention_vs_tfidf_lr", "gru_attention_vs_nbsvm",
+                                "nbsvm_vs_tfidf_lr", "gru_attention_vs_gru"}
+    metrics = {m: {"accuracy": float((p == y).mean()), "f1_macro": 0.0, "pr_auc": 0.0, "val_accuracy": 0.9} for m, p in models.items()}
+    # NB-SVM scores higher on test (75% against 50%), but TF-IDF on validation: the bar is chosen on validation.
+    metrics["tfidf_lr"]["val_accuracy"], metrics["nbsvm"]["val_accuracy"] = 0.6, 0.55
     lines = verdict(metrics, comparisons, TITLES, ("gru", "gru_attention"), 0.05)
-    # GRU and GRU + attention tie at the top: no winner, though both beat the baseline significantly.
+    # GRU and GRU + attention tie at the top: no winner, though both beat the bar significantly.
     assert lines[0].startswith("**No significant winner**") and "not significant at the 5% level" in lines[0]
-    assert "GRU clears the TF-IDF bar: +50.00 points, 95% CI [+" in lines[1] and "McNemar p < 0.001" in lines[1]
-    assert "no significant difference (+0.00 points" in lines[3]
-    # With GRU + attention ranked last, the top two are GRU and the baseline: a significant lead, a winner.
+    assert lines[1].startswith("The bar is **TF-IDF + LogReg, the strongest baseline**: the best validation accuracy of the 2 "
+                               "baselines (60.00%; NB-SVM 55.00%), chosen on the validation split, never on test.")
+    assert "a win against a weak bar is no win" in lines[1]
+    assert "- GRU clears the bar, TF-IDF + LogReg: +50.00 points, 95% CI [+" in lines[2] and "McNemar p < 0.001" in lines[2]
+    assert "no significant difference (+0.00 points" in lines[4]
+    metrics["nbsvm"]["val_accuracy"] = 0.7  # now NB-SVM is the bar
+    lines = verdict(metrics, comparisons, TITLES, ("gru", "gru_attention"), 0.05)
+    assert "**NB-SVM, the strongest baseline**" in lines[1] and lines[2].startswith("- GRU clears the bar, NB-SVM: +25.00 points")
+    # With GRU + attention ranked last, the top two are GRU and NB-SVM: a significant lead, a winner.
     metrics["gru_attention"]["accuracy"] = 0.4
     lines = verdict(metrics, comparisons, TITLES, ("gru", "gru_attention"), 0.05)
-    assert lines[0].startswith("**GRU wins** with 100.00% test accuracy, ahead of TF-IDF + LogReg (50.00%) by +50.00 points, 95% CI")
+    assert lines[0].startswith("**GRU wins** with 100.00% test accuracy, ahead of NB-SVM (75.00%) by +25.00 points, 95% CI")
 
 
 def test_per_class_metrics_on_a_three_class_example_by_hand():
