@@ -67,13 +67,22 @@ def fig_pr_per_class(points: dict[str, pl.DataFrame], per_class: dict[str, dict[
             if mine.height:
                 ax.plot(mine["recall"], mine["precision"], color=colors[m],
                         label=f"{titles[m]} (AP {per_class[m][name].get('pr_auc', 0):.3f}, F1 {per_class[m][name]['f1']:.3f})")
-        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title=f"{name} against the rest")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title=f"{plain(name)} against the rest")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
+        if ax.lines:
+            ax.legend(loc="lower left", fontsize=8)
+        else:  # a class absent from the test split has no curve (and an empty legend only warns)
+            ax.text(0.5, 0.5, "not in the test split", ha="center", va="center", transform=ax.transAxes)
     for ax in axes.ravel()[len(labels):]:
         ax.axis("off")
     fig.suptitle("Precision-recall per class on the test split (one class against the rest)")
     return save(fig, "pr_per_class.png")
+
+
+def plain(text: str) -> str:
+    """Text as matplotlib draws it literally: between two `$` it would parse mathtext, so a class name or token
+    such as "$5 off$" drew as maths and "$$" raised ParseException when the figure was saved."""
+    return text.replace("$", r"\$")
 
 
 def weakest(per_class: dict[str, dict[str, float]]) -> tuple[str, float]:
@@ -93,7 +102,8 @@ def markdown(per_class: dict[str, dict[str, dict[str, Any]]], labels: list[str],
           "| class | support | " + " | ".join(f"{titles[m]} P / R / F1" for m in models) + " |",
           "|---|---:|" + "---:|" * len(models)]
     for name in labels:
-        md.append(f"| {name} | {first[name]['support']:,} | " + " | ".join(
+        cell = name.replace("|", "\\|")  # a class name may hold "|", which would split the table row
+        md.append(f"| {cell} | {first[name]['support']:,} | " + " | ".join(
             f"{per_class[m][name]['precision']:.3f} / {per_class[m][name]['recall']:.3f} / {per_class[m][name]['f1']:.3f}"
             for m in models) + " |")
     md += ["", "Weakest class (lowest F1): " + "; ".join(_weakest_text(per_class[m], titles[m]) for m in models) + ".", "",

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from flows.common import ARTIFACTS, DATA, REPORTS  # noqa: E402
 from flows.predict import token_strings  # noqa: E402
+from flows.report_classes import plain  # noqa: E402
 from models.embeddings import nearest_neighbours  # noqa: E402
 from reweigh.io import write_json  # noqa: E402
 from reweigh.params import ReportParams  # noqa: E402
@@ -100,7 +101,10 @@ def neighbours(vectors: np.ndarray, probes: list[int], k: int = K) -> dict[int, 
     """Each probe's k nearest token ids by cosine in one space (V, E), best first; <pad> and <unk> left out.
     In float64, so the 3 rounded decimals do not hang on float32 summation order."""
     vectors = vectors.astype(np.float64)  # (V, E)
-    return {q: [(i, round(c, 3)) for i, c in nearest_neighbours(vectors, q, k, exclude=SPECIAL)] for q in probes}
+    # A vocabulary of fewer than k + 3 tokens (tokenize.vocab_size may be 3) runs out of candidates: the rest come
+    # back with cosine -inf (the probe, <pad>, <unk>), so they are dropped rather than shown as neighbours.
+    return {q: [(i, round(c, 3)) for i, c in nearest_neighbours(vectors, q, k, exclude=SPECIAL) if np.isfinite(c)]
+            for q in probes}
 
 
 def cue_class(odds: np.ndarray) -> np.ndarray:
@@ -136,8 +140,14 @@ def projection(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2-D coordinates (n, 2) of vectors (n, E) by PCA (exact SVD, so deterministic), and the variance share of each
     axis (2,). Vectors are scaled to length 1 first: cosine, not length, is what makes two tokens alike."""
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # (n, E)
-    pca = PCA(n_components=2, svd_solver="full")
-    return pca.fit_transform(unit), pca.explained_variance_ratio_
+    xy, variance = np.zeros((len(unit), 2)), np.zeros(2)
+    axes = min(2, *unit.shape)  # PCA needs as many tokens and widths as axes: a training split may hold one token
+    if axes:
+        pca = PCA(n_components=axes, svd_solver="full")
+        xy[:, :axes] = pca.fit_transform(unit)
+        # all vectors alike (e.g. zero rows): no variance to share, 0 / 0; say 0, not NaN (metrics JSON, "nan%")
+        variance[:axes] = np.nan_to_num(pca.explained_variance_ratio_)
+    return xy, variance
 
 
 # ---------------------------------------------------------------- figure
@@ -148,16 +158,18 @@ def fig_embedding_space(xy: np.ndarray, names: list[str], odds: np.ndarray, labe
     if len(labels) == 2:
         top = float(np.quantile(np.abs(odds[1]), 0.95)) or 1.0  # the few strongest saturate; the rest keep contrast
         dots = ax.scatter(xy[:, 0], xy[:, 1], c=odds[1], cmap="coolwarm", vmin=-top, vmax=top, s=18, edgecolors="none")
-        fig.colorbar(dots, ax=ax, fraction=0.04, label=f"log-odds {labels[1]} against {labels[0]} (training split)")
+        fig.colorbar(dots, ax=ax, fraction=0.04, label=plain(f"log-odds {labels[1]} against {labels[0]} (training split)"))
     else:
         colours = plt.get_cmap("tab10")(odds.argmax(0) % 10)  # (n, 4)
-        colours[:, 3] = 0.2 + 0.8 * strength.clip(0) / max(float(strength.max()), 1e-9)  # neutral tokens fade
+        # neutral tokens fade; clipped, as 0.2 + 0.8 * s / s can round to 1.0000000000000002, which matplotlib
+        # rejects ("RGBA values should be within 0-1 range"; issue 20: ham / promo / spam)
+        colours[:, 3] = np.clip(0.2 + 0.8 * strength.clip(0) / max(float(strength.max()), 1e-9), 0.0, 1.0)
         ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=18, edgecolors="none")
         for c, label in enumerate(labels):
-            ax.scatter([], [], color=plt.get_cmap("tab10")(c % 10), label=f"leans to {label}")
+            ax.scatter([], [], color=plt.get_cmap("tab10")(c % 10), label=f"leans to {plain(label)}")
         ax.legend(fontsize=8, loc="best")
     for i in np.argsort(-strength, kind="stable")[:LABELLED]:
-        ax.annotate(names[i], xy[i], fontsize=8, xytext=(3, 2), textcoords="offset points")
+        ax.annotate(plain(names[i]), xy[i], fontsize=8, xytext=(3, 2), textcoords="offset points")
     ax.set(xlabel="principal component 1", ylabel="principal component 2")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -243,7 +255,7 @@ def section_markdown(space: dict[str, Any]) -> list[str]:
         md += ["", f"Nearest neighbours by cosine ({K} per probe, `<pad>` and `<unk>` left out):", "",
                "| probe | " + " | ".join(spaces) + " |", "|---|" + "---|" * len(spaces)]
         for p in probes:
-            label = _cell(p["token"]) + (f" *({p['cue_of']})*" if p["cue_of"] else "")
+            label = _cell(p["token"]) + (f" *({_cell(p['cue_of'])})*" if p["cue_of"] else "")  # class names may hold "|" too
             md.append(f"| **{label}** | " + " | ".join(", ".join(f"{_cell(t)} ({c:.2f})" for t, c in p["neighbours"][s])
                                                       for s in spaces) + " |")
     if space["same_class_share"]:

@@ -19,8 +19,8 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from flows.common import ARTIFACTS, DATA  # noqa: E402
-from flows.report_classes import plain  # noqa: E402
 from flows.predict import ATTENTION_MODELS, forward_with_weights, load_model, token_strings, weights_meaning  # noqa: E402
+from flows.report_classes import plain  # noqa: E402
 from models.batching import TokenSet  # noqa: E402
 
 TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "cnn": "CNN", "transformer": "Transformer",
@@ -158,12 +158,12 @@ def fig_attention(i: int, tokens: list[str], panels: list[tuple[str, np.ndarray]
             r, c = divmod(k, per_row)
             shade = w / top
             ax.add_patch(plt.Rectangle((c + 0.02, r + 0.06), 0.96, 0.88, color=cmap(0.85 * shade)))
-            label = plain(tok if len(tok) <= 12 else tok[:11] + "…")  # a token such as "$5$" is text, not mathtext
-            ax.text(c + 0.5, r + 0.5, label, ha="center", va="center", fontsize=8.5 if len(label) <= 9 else 7,
+            label = tok if len(tok) <= 12 else tok[:11] + "…"
+            ax.text(c + 0.5, r + 0.5, plain(label), ha="center", va="center", fontsize=8.5 if len(label) <= 9 else 7,
                     color="white" if shade > 0.6 else "black")
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, top / 0.85))
         fig.colorbar(sm, ax=ax, fraction=0.02, pad=0.01, label="weight")
-        ax.set_title(plain(caption), fontsize=9, loc="left")
+        ax.set_title(plain(caption), fontsize=9, loc="left")  # tokens and class names: text, not mathtext ("$$")
     fig.suptitle(plain(title), fontsize=10, x=0.02, ha="left")
     return save(fig, f"attention_{i}.png")
 
