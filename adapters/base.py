@@ -65,6 +65,11 @@ class AdapterError(Exception):
     """An adapter is missing, malformed, or returned data the pipeline cannot use. Says what to change."""
 
 
+class MissingSource(AdapterError):
+    """A file or folder the adapter reads is not on this machine (a clone without the untracked data file).
+    The `sources` check then keeps the fingerprint it recorded, as for a URL it cannot reach."""
+
+
 def check_adapter(adapter: object, where: str) -> None:
     """Fail with a message that says what to change when an object does not implement the protocol."""
     problems = []

@@ -21,13 +21,17 @@ from typing import Any
 
 import httpx
 
-from adapters.base import AdapterError
+from adapters.base import AdapterError, MissingSource
 
 _CHUNK = 1 << 20
 
 
 class SourceError(AdapterError):
     """A declared source cannot be fingerprinted; says which and what to change."""
+
+
+class MissingSourceError(SourceError, MissingSource):
+    """A declared file or folder is not there."""
 
 
 def declared_sources(adapter: object) -> list[str]:
@@ -100,7 +104,7 @@ def fingerprint(source: str, root: Path = Path("."), previous: dict[str, Any] | 
         return file_fingerprint(path)
     if path.is_dir():
         return folder_fingerprint(path)
-    raise SourceError(f"the dataset's source {source} does not exist ({path}): create it, or fix the adapter's options in params.yaml")
+    raise MissingSourceError(f"the dataset's source {source} does not exist ({path}): create it, or fix the adapter's options in params.yaml")
 
 
 def describe(fp: dict[str, Any]) -> str:

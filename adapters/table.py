@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from adapters.base import AdapterError
+from adapters.base import AdapterError, MissingSource
 from adapters.table_lines import SAMPLES, Scan, check_lines, row_lines
 from reweigh.splits import stratified_split
 
@@ -70,7 +70,7 @@ class TableAdapter:
         if self._table is not None:
             return self._table
         if not self.path.is_file():
-            raise AdapterError(f"dataset '{self.title}': {self.path} does not exist")
+            raise MissingSource(f"dataset '{self.title}': {self.path} does not exist")
         scan = check_lines(self.path, self.format, self.quote_char, self.title) if self.format != "parquet" else Scan()
         if self.format != "parquet" and not scan.header and not scan.rows:
             raise AdapterError(f"dataset '{self.title}': {self.path}: the file has no rows (it is empty); add rows, or set dataset.options.path to the file that has them")

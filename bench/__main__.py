@@ -6,6 +6,7 @@ pretrain, ablations (see docs/benchmarks.md). Every measured item runs in a fres
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import ROOT, git_commit, machine, now_utc
     from bench.data import load_reviews, resolve_archive
     from reweigh.params import load_params
+    from reweigh.prefect_server import prefect_server
 
     started = time.perf_counter()
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -112,22 +114,26 @@ def main(argv: list[str] | None = None) -> int:
         return md
 
     needs = {"tokenize": "clean", "train": "tokenize"}
-    for name in SECTIONS:
-        if name not in wanted:
-            continue
-        if name in needs and "error" in result.get(needs[name], {"error": "not run"}):
-            result[name] = {"error": f"needs the {needs[name]} section, which did not complete"}
-            continue
-        log(f"{name} ...")
-        t0 = time.perf_counter()
-        try:
-            result[name] = steps[name]()
-        except Exception as exc:  # one failed section must not lose the others
-            traceback.print_exc()
-            result[name] = {"error": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
-        result[name]["section_seconds"] = round(time.perf_counter() - t0, 1)
-        log(f"{name} done in {result[name]['section_seconds']} s")
-        write(final=False)  # a long run leaves what it has measured so far
+    server = contextlib.ExitStack()  # the sections that run `dvc repro` share one Prefect server, as make repro does
+    if {"pipeline", "pretrain", "ablations"} & set(wanted):
+        pipeline.PREFECT_API["url"] = server.enter_context(prefect_server(work / "prefect-server"))
+    with server:
+        for name in SECTIONS:
+            if name not in wanted:
+                continue
+            if name in needs and "error" in result.get(needs[name], {"error": "not run"}):
+                result[name] = {"error": f"needs the {needs[name]} section, which did not complete"}
+                continue
+            log(f"{name} ...")
+            t0 = time.perf_counter()
+            try:
+                result[name] = steps[name]()
+            except Exception as exc:  # one failed section must not lose the others
+                traceback.print_exc()
+                result[name] = {"error": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
+            result[name]["section_seconds"] = round(time.perf_counter() - t0, 1)
+            log(f"{name} done in {result[name]['section_seconds']} s")
+            write(final=False)  # a long run leaves what it has measured so far
 
     if "pipeline" in result and "project" in result["pipeline"] and not args.keep:
         result["pipeline"].pop("project")

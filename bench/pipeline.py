@@ -1,5 +1,8 @@
 """whole pipeline: a cold `dvc repro` in a throwaway copy of the project, stage by stage; a no-op repro;
-Prefect's overhead per stage (the clean stage's flow called as a flow vs its bare function).
+Prefect's overhead per stage (the clean stage's flow called as a flow vs its bare function, in a process of
+its own with Prefect's temporary API: what a stage run alone with plain `dvc repro` pays).
+
+Every stage reports to one Prefect server, as under `reweigh repro` (`make repro`).
 
 Each stage runs as `dvc repro --single-item STAGE`, in pipeline order, inside its own spawned wrapper
 process: its wall time includes DVC's own work (hashing, lock file), the stage's "done in X s" line is the
@@ -65,6 +68,11 @@ def make_project(dest: Path, params_update: dict, root: Path = ROOT) -> Path:
     return dest
 
 
+# The Prefect API every project's stages report to, as under `reweigh repro` (what `make repro` runs): one
+# server for the whole benchmark (bench/__main__.py), so a stage's time is its work, not a temporary API's start.
+PREFECT_API: dict[str, str | None] = {"url": None}
+
+
 def project_env(tmp: Path, project: Path, archive: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
@@ -78,6 +86,8 @@ def project_env(tmp: Path, project: Path, archive: str | None) -> dict[str, str]
         "PYTHONPATH": str(project),
     })
     env.pop("PREFECT_API_URL", None)
+    if PREFECT_API["url"]:
+        env["PREFECT_API_URL"] = PREFECT_API["url"]
     env.pop("REWEIGH_PARAMS", None)
     if archive:
         env["REWEIGH_IMDB_ARCHIVE"] = archive

@@ -46,6 +46,7 @@ from flows.report_embeddings import embedding_space, section_markdown  # noqa: E
 from flows.report_models import COLORS, TITLES  # noqa: E402
 from flows.report_scores import load_predictions, operating_point, pr_points, score_models  # noqa: E402
 from reweigh.io import atomic_path, write_json, write_text  # noqa: E402
+from reweigh.machine import one_line  # noqa: E402
 from reweigh.params import ENSEMBLE, role  # noqa: E402
 PLOTS, FIGURES = REPORTS / "plots", REPORTS / "figures"
 METRICS, TIMINGS, REPORT = REPORTS / "metrics.json", REPORTS / "timings.json", REPORTS / "report.md"
@@ -141,8 +142,11 @@ def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, parts:
     md.append("| training time (s) | " + " | ".join(f"{timings[m]['train_seconds']:.0f}" for m in cols) + " |")
     md += ["", f"The {ci} (confidence interval) of a score is the range it covers when the test reviews are redrawn "
            "with replacement: a test set of other reviews from the same source would likely score inside it. "
-           "Training time is wall-clock on the machine that ran the stage; it lives in `reports/timings.json`, "
-           "not `metrics.json`, so that the same params and seed give byte-identical metrics.", "",
+           "Training time is wall-clock on the machine that ran the stage"
+           + (f" ({'; '.join(parts['machines'])})" if parts.get("machines") else "")
+           + "; it lives in `reports/timings.json`, not `metrics.json`, so that the same params and seed give "
+           "byte-identical metrics on that machine. Another CPU can change the neural models' weights and the last "
+           "digits of their scores (docs/design.md, \"Reproducible where\").", "",
            *parts["comparisons"], *parts.get("ensemble", []),
            "### How each model started and why it stopped", "", *parts["stops"], "",
            *parts["per_class"], "## Confusion matrices", ""]
@@ -208,6 +212,7 @@ def report_flow() -> str:
              "ensemble": report_ensemble.markdown(summaries.get(ENSEMBLE, {}), metrics, comparisons, preds[models[0]]["test"][0],
                                                   {m: preds[m]["test"][1].argmax(1) for m in models}, TITLES, alpha),
              "stops": stop_lines(summaries, neural), "embeddings": section_markdown(space),
+             "machines": sorted({one_line(summaries[m]["machine"]) for m in neural if "machine" in summaries[m]}),
              "attention": report_models.attention_markdown(neural, examples),
              "shapes": report_models.shapes_markdown(shapes, legends, report_models.fig_shapes(shapes, legends, _save))}
     report = markdown_report(info, metrics, timings, figs, parts, positive, alpha)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.base import title_of
+from adapters.base import MissingSource, title_of
 from adapters.registry import get_adapter
 from adapters.sources import declared_sources, describe, fingerprint
 from flows.common import REPORTS, params, run_stage
@@ -43,11 +43,24 @@ def read_recorded(path: Path = OUTPUT) -> dict[str, Any] | None:
 def collect(dataset: DatasetParams, root: Path = Path("."), recorded: dict[str, Any] | None = None,
             warn=lambda message: None) -> tuple[dict[str, Any], list[str], str]:
     """{dataset, sources: [fingerprint, ...]} for the adapter `dataset` selects (deterministic: no times),
-    the sources as the adapter declared them (paths as written, URLs), and the dataset's title for messages."""
-    adapter = get_adapter(dataset.name, dataset.options)
-    sources = declared_sources(adapter)
+    the sources as the adapter declared them (paths as written, URLs), and the dataset's title for messages.
+
+    A local source that is missing (a clone of a project whose data file git does not track) keeps the
+    recorded fingerprints with a warning, as an unreachable URL does: `dvc pull` then `dvc repro` has nothing
+    to do, and only a stage that must read the data fails, saying where to put it. Without a recorded
+    fingerprint there is nothing to keep: the error stands."""
     before = (recorded or {}).get("sources") or []
-    prints = [fingerprint(s, root, before[i] if i < len(before) else None, warn) for i, s in enumerate(sources)]
+    try:
+        adapter = get_adapter(dataset.name, dataset.options)
+        sources = declared_sources(adapter)
+        prints = [fingerprint(s, root, before[i] if i < len(before) else None, warn) for i, s in enumerate(sources)]
+    except MissingSource as exc:
+        if not before:
+            raise
+        kept = "; ".join(describe(fp) for fp in before)
+        warn(f"{exc}: kept the fingerprint recorded in {OUTPUT} ({kept}), so dvc repro takes the data as unchanged. "
+             "Put the data there before a stage that reads it runs (ingest, or a retrain)")
+        return dict(recorded), [], str(recorded.get("dataset") or dataset.name)
     out: dict[str, Any] = {"dataset": adapter.name, "sources": prints}
     if not sources:
         out["note"] = f"adapter '{adapter.name}' {UNDECLARED}"

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from models.batching import TokenSet, bucket_batches
 from models.gru import GRUConfig, GRUEncoder, padding_mask
+from models.train_loop import seed_everything
 
 
 class BidirectionalLM(nn.Module):
@@ -62,8 +63,12 @@ class BidirectionalLM(nn.Module):
 
 def train_language_model(lm: BidirectionalLM, data: TokenSet, epochs: int, lr: float, batch_size: int, seed: int,
                          log: Callable[[str], None] = print, device: torch.device | str = "cpu") -> list[dict[str, float]]:
-    """Seeded AdamW over `data` for `epochs`, learning rate decaying linearly to 0; the mean loss per epoch."""
-    torch.manual_seed(seed)
+    """Seeded AdamW over `data` for `epochs`, learning rate decaying linearly to 0; the mean loss per epoch.
+
+    Deterministic kernels, as in training: on more than one CPU thread the backward of `emb[targets]` (an
+    accumulating index_put) adds its rows in whichever order the threads finish, so without them two runs
+    of one seed gave other weights (tests/test_language_model.py)."""
+    seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
     lm.to(device)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.0)

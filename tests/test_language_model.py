@@ -98,3 +98,24 @@ def test_the_language_model_reads_what_the_classifiers_read():
         flat, cut_starts, lengths = cut_documents(ids, starts, 10, head)
         got = [list(flat[a:a + n]) for a, n in zip(cut_starts, lengths)]
         assert got == [truncate(d, 10, "head_tail", head / 10) for d in docs], head
+
+
+def test_two_threads_give_the_same_weights_twice():
+    # The backward of the embedding lookup accumulates rows in whatever order torch's threads finish unless
+    # deterministic kernels are on: a pretrained.pt that differed between two runs of one seed. Switched off
+    # here first, so that a test run earlier in this process cannot have switched them on for it.
+    rng = np.random.default_rng(2)
+    docs = [rng.integers(2, V, size=int(n)).tolist() for n in rng.integers(40, 120, size=96)]
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    runs = []
+    try:
+        torch.set_num_threads(2)
+        for _ in range(2):
+            torch.use_deterministic_algorithms(False)
+            lm = _lm()
+            train_language_model(lm, _corpus(docs), 1, lr=1e-2, batch_size=32, seed=3, log=lambda _m: None)
+            runs.append(lm.encoder.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0]), "two runs of one seed on 2 threads differ"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.base import MissingSource
 from adapters.scaffold import write_adapter
 from adapters.sources import SourceError, fingerprint
 from conftest import make_project
@@ -40,6 +41,27 @@ def test_folder_fingerprint_sees_a_new_file_and_relative_paths_resolve_against_t
         fingerprint("missing.csv", root=tmp_path)
 
 
+def test_a_missing_data_file_keeps_the_recorded_fingerprint_and_without_one_fails(tmp_path) -> None:
+    # A clone of a project whose data/raw/reviews.csv git does not track: `dvc pull` restored every output,
+    # and the always-run sources check must not fail on the file it cannot see (docs/retraining.md).
+    from flows.sources import collect
+    from reweigh.params import DatasetParams
+
+    data = tmp_path / "data" / "raw" / "reviews.csv"
+    data.parent.mkdir(parents=True)
+    write_rows(data, reviews(20, "train", 0) + reviews(20, "test", 1), mode="w")
+    dataset = DatasetParams(name="table", options={"path": str(data)})
+    recorded, declared, title = collect(dataset)
+    assert declared == [str(data)] and title == "reviews.csv"
+    data.unlink()
+    warnings: list[str] = []
+    kept, declared, _ = collect(dataset, recorded=recorded, warn=warnings.append)
+    assert kept == recorded and declared == []
+    assert len(warnings) == 1 and "reviews.csv does not exist" in warnings[0] and "kept the fingerprint" in warnings[0]
+    with pytest.raises(MissingSource, match="reviews.csv does not exist"):
+        collect(dataset)  # nothing recorded: nothing to keep
+
+
 class _Versioned(BaseHTTPRequestHandler):
     version = "v1"
 
@@ -66,6 +88,7 @@ def test_url_fingerprint_asks_head_and_keeps_the_previous_one_when_offline(tmp_p
         assert changes({"sources": [first]}, {"sources": [second]})[0]["new"].endswith('etag "v2" size 1234')
     finally:
         server.shutdown()
+        server.server_close()  # the port refuses at once (an open socket nobody answers would wait out httpx's 30 s)
         _Versioned.version = "v1"
     warnings: list[str] = []
     assert fingerprint(url, previous=second, warn=warnings.append) == second  # server gone: assume unchanged

@@ -126,6 +126,8 @@ def test_report_files_are_complete_and_well_formed(three_class):
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 100, png.name
     report = (reports / "report.md").read_text()
     assert "| accuracy |" in report and "| accuracy, 95% CI | [" in report
+    from reweigh.machine import one_line  # the machine the models trained on, under the metrics table
+    assert f"the machine that ran the stage ({one_line(trained['machine'])})" in report
     # The headline names a winner exactly when the top two models' difference is significant.
     top, second = sorted(metrics, key=lambda m: -metrics[m]["accuracy"])[:2]
     pair = comparisons.get(f"{top}_vs_{second}") or {"accuracy_verdict": -comparisons[f"{second}_vs_{top}"]["accuracy_verdict"]}
