@@ -59,6 +59,13 @@ def make_project(dest: Path, params_update: dict, root: Path = ROOT) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     shutil.copytree(root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    # byte-compiled, as a checkout is after its first run: with PYTHONDONTWRITEBYTECODE set (this machine)
+    # every stage would compile the project's modules again, about a second each
+    import compileall
+
+    for folder in ("adapters", "flows", "models", "reweigh"):
+        if (dest / folder).is_dir():
+            compileall.compile_dir(dest / folder, quiet=1)
     params_file = dest / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params_file.write_text(yaml.safe_dump(deep_update(params, params_update), sort_keys=False))

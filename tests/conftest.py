@@ -161,6 +161,30 @@ def base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+_CODE: dict[str, Path] = {}
+
+
+def _compiled_code() -> Path:
+    """PROJECT_FILES copied once per test process, byte-compiled. A stage command imports the project's code
+    from its copy: without __pycache__ (git ignores it; this machine sets PYTHONDONTWRITEBYTECODE, so none
+    is written) every stage of every test's `dvc repro` compiled flows/, models/, adapters/ and reweigh/ again,
+    about a second each. copy2 keeps the sources' times, so the .pyc files stay valid in each copy."""
+    if "path" not in _CODE:
+        import compileall
+        import tempfile
+
+        code = Path(tempfile.mkdtemp(prefix="reweigh-code-"))
+        for name in PROJECT_FILES:
+            src = ROOT / name
+            if src.is_dir():
+                shutil.copytree(src, code / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+                compileall.compile_dir(code / name, quiet=1)
+            elif src.exists():
+                shutil.copy2(src, code / name)
+        _CODE["path"] = code
+    return _CODE["path"]
+
+
 def make_project(tmp: Path, params_update: dict | None = None, prefect_server: bool = True) -> Project:
     """Copy the project's code into tmp/project, make it a git + DVC repo, apply small params.
 
@@ -168,10 +192,11 @@ def make_project(tmp: Path, params_update: dict | None = None, prefect_server: b
     stage to start its own temporary one, as a plain `dvc repro` without a server does."""
     dest = tmp / "project"
     dest.mkdir(parents=True)
+    code = _compiled_code()
     for name in PROJECT_FILES:
-        src = ROOT / name
+        src = code / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(src, dest / name)
         elif src.exists():
             shutil.copy2(src, dest / name)
     shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
@@ -222,9 +247,36 @@ def _stop_temporary_prefect_servers():
     stop_temporary_prefect_servers()
 
 
+def _served_files() -> set[str]:
+    """The test files that use the served-retrain harness (tests/retrain_harness.py)."""
+    return {p.name for p in Path(__file__).parent.glob("test_*.py") if "served_retrain" in p.read_text()}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` gives each of its two workers whole test files (--dist loadfile), and every file that uses the
+    served-retrain harness (a session fixture of several minutes) to the same worker, so that one worker builds
+    it, not both. (pytest-xdist's own grouping, --dist loadgroup, does not group with pytest 9.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    served = _served_files()
+
+    class FilesServedTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "served_retrain" if Path(file).name in served else file
+
+    return FilesServedTogether(config, log)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Longest first: `make test` spreads test files over two workers (pytest-xdist, --dist loadfile), and
-    the quick benchmark (minutes) started last would leave one worker idle while it runs alone."""
+    """Longest first: the quick benchmark or the served-retrain harness started last would leave the other
+    worker idle while it runs alone."""
+    served = _served_files()
+
     def rank(item) -> int:
-        return 0 if item.path.name == "test_bench.py" else 1 if item.get_closest_marker("slow") else 2
+        if item.path.name == "test_bench.py" or item.path.name in served:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
     items.sort(key=rank)
