@@ -88,13 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     ablation = repro if args.quick else {"dataset": {"options": {"archive": archive}}} if archive else {}
     train_limit = args.train_limit or (args.limit // 10 if args.quick else 1000)
 
+    def reproduced():
+        """--quick: the pipeline section's project, reproduced with the params the pretrain section starts from."""
+        stages = result.get("pipeline", {}).get("stages")
+        project = work / "pipeline" / "project"
+        if not args.quick or "error" in result.get("pipeline", {"error": "not run"}) or not stages:
+            return None
+        return project, stages
+
     steps = {
         "clean": lambda: clean.run(work, list(p.clean.steps), args.quick),
         "tokenize": lambda: tokenize.run(work, p.tokenize.model_dump(), args.quick),
         "train": lambda: train.run(work, p, args.quick),
         "pipeline": lambda: pipeline.run(work, archive, repro),
         "accuracy": lambda: accuracy.run(ROOT, work / "pipeline" / "project", not args.quick),
-        "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit),
+        "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit, reuse=reproduced()),
         # --quick: the pipeline section's project was reproduced with these very params (ablation is repro)
         "ablations": lambda: ablations.section(work, archive, ablation, args.ablation_epochs or (2 if args.quick else None),
                                                out_dir, reuse=work / "pipeline" / "project" if args.quick else None),

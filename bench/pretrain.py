@@ -1,8 +1,9 @@
 """pretrain: does the pretrain stage's embedding help? Random vs pretrained init of both neural models, with
 every labelled training review and with few (dataset.train_limit), beside the TF-IDF baseline of each run.
 
-One throwaway copy of the project (bench/pipeline.make_project), four `dvc repro` runs in it, params.yaml
-edited between them. DVC reruns only what changed: switching init reruns the two train stages and the
+One throwaway copy of the project (bench/pipeline.make_project; --quick: a copy of the pipeline section's
+reproduced project, so the first run has nothing to do), four `dvc repro` runs in it, params.yaml edited
+between them. DVC reruns only what changed: switching init reruns the two train stages and the
 report; limiting the training reviews reruns everything from ingest (the tokenizer and the embedding read
 the training text too). Unlabelled text and the test split are the same in every run. Each run's figures
 come from the project: reports/metrics.json (test accuracy, macro F1), reports/train/<model>.json (epochs,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,22 @@ def _gains(models: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             for d in dict.fromkeys(r["dataset"] for r in models)}
 
 
-def run(work: Path, archive: str | None, params_update: dict, train_limit: int) -> dict[str, Any]:
+def _copy_reproduced(source: Path, dest: Path) -> Path:
+    """A copy of a project the pipeline section reproduced with the same params: git, DVC cache, outputs."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
+    return dest
+
+
+def run(work: Path, archive: str | None, params_update: dict, train_limit: int,
+        reuse: tuple[Path, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`reuse`: (project, its stages) the pipeline section reproduced with params_update (--quick): the first
+    run starts from a copy of it and has nothing to do, its pretrain figures are that section's."""
     tmp = work / "pretrain"
-    project = make_project(tmp / "project", params_update)
+    if reuse:
+        project = _copy_reproduced(reuse[0], tmp / "project")
+    else:
+        project = make_project(tmp / "project", params_update)
     env = project_env(tmp, project, archive)
     out: dict[str, Any] = {"params_override": params_update, "train_limit": train_limit, "runs": [], "models": [],
                            "baseline": {}, "datasets": {}, "pretrain": {}}
@@ -78,14 +93,19 @@ def run(work: Path, archive: str | None, params_update: dict, train_limit: int) 
             raise RuntimeError(f"dvc repro ({dataset} labelled, init {init}) failed:\n{text[-3000:]}")
         out["runs"].append({"dataset": dataset, "init": init, "repro_s": round(t["s"], 1),
                             "stages_run": re.findall(r"Running stage '([^']+)'", text)})
+        if reuse and len(out["runs"]) == 1:
+            out["runs"][0]["reused"] = "the pipeline section's project"
         models, baseline = _results(project, dataset, init)
         out["models"] += models
         if dataset not in out["datasets"]:  # the baseline and the embedding depend on the dataset only
             out["baseline"][dataset] = baseline
             out["datasets"][dataset] = _read(project, "data/dataset.json")["rows"]
             stats, done = _read(project, "reports/pretrain.json"), _DONE.search(text)
-            out["pretrain"][dataset] = {"seconds": _number(done[1]) if done else None,
-                                        "peak_rss_mib": _number(done[2]) if done else None,
+            seconds, rss = (_number(done[1]), _number(done[2])) if done else (None, None)
+            if not done and reuse:  # the stage ran in the pipeline section
+                ran = reuse[1].get("pretrain") or {}
+                seconds, rss = ran.get("stage_s"), ran.get("stage_peak_rss_mb")
+            out["pretrain"][dataset] = {"seconds": seconds, "peak_rss_mib": rss,
                                         "tokens": stats["tokens"], "documents": stats["documents"], "dim": stats["dim"]}
     out["gain_pts"] = _gains(out["models"])
     return out

@@ -72,8 +72,17 @@ def stop_temporary_prefect_servers() -> None:
 
     Prefect stops it at interpreter exit, but a process that ends without running `atexit` handlers (a
     multiprocessing worker) would leave it running for good, and pytest closes its output streams before
-    `atexit`, so the stop would log into a closed stream."""
+    `atexit`, so the stop would log into a closed stream.
+
+    The flow runs' logs and events go to that API from background workers: they are sent first. Stopped
+    with logs still queued, the process then spent 70 s at exit retrying to send them to a gone server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
 
+    if not SubprocessASGIServer._instances:
+        return
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=10)
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
