@@ -261,6 +261,9 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     served = _served_files()
+    # Hand out files in collection order (longest first, pytest_collection_modifyitems), not xdist's default of
+    # most tests first: that put the one-test benchmark last, five minutes alone on one worker at the end.
+    config.option.loadscopereorder = False
 
     class FilesServedTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
