@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--archive PATH] [--out reports/]` → reports/bench.json + reports/bench.md.
 
 Benchmarks report; they assert nothing about time. Sections: clean, tokenize, train, pipeline, accuracy,
-pretrain, ablations (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
+pretrain, ablations, and on request datasets (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations")
+SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations", "datasets")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # datasets: two more dvc repro runs (on IMDB about 15 minutes here); ask for it
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +35,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ablation-epochs", type=int,
                     help="ablations section: at most this many epochs per variant (default: params.yaml's cap, patience "
                          "decides; --quick: 2). On this CPU a full-IMDB Transformer epoch takes minutes: 1 gives seconds per epoch")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--datasets-per-split", type=int, default=5000,
+                    help="datasets section: rows per split (train, test, unsup) of the IMDB ratings table (0: all; --quick: --limit)")
+    ap.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but datasets)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
 
@@ -43,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="reweigh-bench-prefect-"))
     import reweigh  # noqa: F401  (offline, quiet library defaults)
-    from bench import ablations, accuracy, clean, pipeline, pretrain, report, tokenize, train
+    from bench import ablations, accuracy, clean, datasets, pipeline, pretrain, report, tokenize, train
     from bench.common import ROOT, git_commit, machine, now_utc
     from bench.data import load_reviews, resolve_archive
     from reweigh.params import load_params
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": lambda: accuracy.run(ROOT, work / "pipeline" / "project", not args.quick),
         "pretrain": lambda: pretrain.run(work, archive, ablation, train_limit, reuse=reproduced()),
         # --quick: the pipeline section's project was reproduced with these very params (ablation is repro)
+        "datasets": lambda: datasets.run(work, archive, ablation, args.limit if args.quick else args.datasets_per_split,
+                                         train_limit, p.seed),
         "ablations": lambda: ablations.section(work, archive, ablation, args.ablation_epochs or (2 if args.quick else None),
                                                out_dir, reuse=work / "pipeline" / "project" if args.quick else None),
     }
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     needs = {"tokenize": "clean", "train": "tokenize"}
     server = contextlib.ExitStack()  # the sections that run `dvc repro` share one Prefect server, as make repro does
-    if {"pipeline", "pretrain", "ablations"} & set(wanted):
+    if {"pipeline", "pretrain", "ablations", "datasets"} & set(wanted):
         pipeline.PREFECT_API["url"] = server.enter_context(prefect_server(work / "prefect-server"))
     with server:
         for name in SECTIONS:

@@ -127,7 +127,32 @@ def render(b: dict[str, Any]) -> str:
         abl = dict(b["ablations"])
         L += ["## ablations: positions, shuffled order, the 1/sqrt(d) scale, the padding mask", ""] + _error(abl)
         L += ablations(abl) + [""] if "error" not in abl else []
+    if "datasets" in b:
+        L += _datasets(dict(b["datasets"]))
     return "\n".join(L)
+
+
+def _datasets(d: dict[str, Any]) -> list[str]:
+    L = ["## datasets: the default pipeline on a multi-class table and on few labels", ""] + _error(d)
+    if "error" in d:
+        return L
+    pct = lambda v: _f(100 * v, 2)  # noqa: E731
+    for name, r in d["datasets"].items():
+        rows = ", ".join(f"{k} {v:,}" for k, v in r["rows"].items())
+        L += [f"**{name}**: classes {', '.join(r['labels'])}; rows {rows}; `dvc repro` {_f(r['repro_s'], 0)} s.", "",
+              "| model | test accuracy % [95% CI] | macro F1 % [95% CI] |", "|---|--:|--:|"]
+        for model, m in r["models"].items():
+            L.append(f"| {model} | {pct(m['accuracy'])} [{pct(m['accuracy_ci_low'])}, {pct(m['accuracy_ci_high'])}] | "
+                     f"{pct(m['f1_macro'])} [{pct(m['f1_macro_ci_low'])}, {pct(m['f1_macro_ci_high'])}] |")
+        e = r.get("ensemble_vs_best_member")
+        if e:
+            lo, hi = e["diff_ci"]
+            L += ["", f"Ensemble − best member ({e['best_member']}): {_f(100 * e['accuracy_diff'], 2)} pts "
+                      f"(CI [{pct(lo) if lo is not None else '?'}, {pct(hi) if hi is not None else '?'}], McNemar p "
+                      f"{_f(e['mcnemar_p'], 3)}); {'within' if e['within_member_ci'] else 'below'} that member's CI "
+                      f"(half-width {_f(100 * e['member_ci_half_width'], 2)} pts)."]
+        L.append("")
+    return L
 
 
 def _stopped(reason: str | None) -> str:
