@@ -16,10 +16,12 @@ and whether it falls below that member by more than the member's own CI half-wid
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 
 from bench.common import timer
 from bench.pipeline import _dvc, deep_update, make_project, project_env
@@ -78,22 +80,24 @@ def run(work: Path, archive: str | None, params_update: dict, per_split: int, tr
     for name, update in runs.items():
         tmp = work / "datasets" / name
         merged = json.loads(json.dumps(params_update))
-        if name == "imdb_ratings":
-            merged["dataset"] = update["dataset"]  # another adapter: none of the IMDB options
+        if name == "imdb_ratings":  # another adapter: the dataset section is replaced below, not merged
+            merged.pop("dataset", None)
         else:
             deep_update(merged, update)
         project = make_project(tmp / "project", merged)
         if name == "imdb_ratings":
             table = ratings_table(archive, per_split, seed)
-            present = set(table["label"].drop_nulls())  # a small sample may lack a band
-            project_params = project / "params.yaml"
-            import yaml
-
-            p = yaml.safe_load(project_params.read_text())
-            p["dataset"]["options"]["labels"] = [b for b in BANDS if b in present]
-            project_params.write_text(yaml.safe_dump(p, sort_keys=False))
             (project / RATINGS_FILE).parent.mkdir(parents=True, exist_ok=True)
             table.write_parquet(project / RATINGS_FILE)
+            dataset = json.loads(json.dumps(update["dataset"]))
+            present = set(table["label"].drop_nulls())  # a small sample may lack a band
+            dataset["options"]["labels"] = [b for b in BANDS if b in present]
+            params_file = project / "params.yaml"
+            params = yaml.safe_load(params_file.read_text())
+            params["dataset"] = {**{k: v for k, v in params["dataset"].items() if k not in ("name", "options")}, **dataset}
+            params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+            subprocess.run(["git", "-c", "user.email=bench@reweigh", "-c", "user.name=bench", "commit", "-qam",
+                            "dataset: IMDB ratings table"], cwd=project, check=True, capture_output=True)
         env = project_env(tmp, project, archive)
         with timer() as t:
             r = _dvc(project, env, "repro", timeout=REPRO_TIMEOUT_S)
