@@ -149,8 +149,8 @@ def _datasets(d: dict[str, Any]) -> list[str]:
             lo, hi = e["diff_ci"]
             L += ["", f"Ensemble − best member ({e['best_member']}): {_f(100 * e['accuracy_diff'], 2)} pts "
                       f"(CI [{pct(lo) if lo is not None else '?'}, {pct(hi) if hi is not None else '?'}], McNemar p "
-                      f"{_f(e['mcnemar_p'], 3)}); {'within' if e['within_member_ci'] else 'below'} that member's CI "
-                      f"(half-width {_f(100 * e['member_ci_half_width'], 2)} pts)."]
+                      f"{'< 0.001' if (e['mcnemar_p'] or 1) < 0.001 else _f(e['mcnemar_p'], 3)}): {'not ' if e['within_member_ci'] else ''}below that member by more than "
+                      f"the half-width of its CI ({_f(100 * e['member_ci_half_width'], 2)} pts)."]
         L.append("")
     return L
 
