@@ -16,7 +16,6 @@ and whether it falls below that member by more than the member's own CI half-wid
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +72,7 @@ def run(work: Path, archive: str | None, params_update: dict, per_split: int, tr
     imdb = {"dataset": {"options": {"archive": archive}}} if archive else {}
     runs = {
         "imdb_ratings": {"dataset": {"name": "table", "limit": 0, "train_limit": 0, "options": {
-            "path": RATINGS_FILE, "split_column": "split", "labels": list(BANDS), "title": "IMDB ratings, 4 bands"}}},
+            "path": RATINGS_FILE, "split_column": "split", "title": "IMDB ratings, 4 bands"}}},
         "imdb_1k": {**imdb, "dataset": {**imdb.get("dataset", {}), "train_limit": train_limit}},
     }
     out: dict[str, Any] = {"per_split": per_split, "train_limit": train_limit, "datasets": {}}
@@ -91,13 +90,11 @@ def run(work: Path, archive: str | None, params_update: dict, per_split: int, tr
             table.write_parquet(project / RATINGS_FILE)
             dataset = json.loads(json.dumps(update["dataset"]))
             present = set(table["label"].drop_nulls())  # a small sample may lack a band
-            dataset["options"]["labels"] = [b for b in BANDS if b in present]
+            dataset["options"]["labels"] = [b for b in BANDS if b in present]  # in band order, not sorted
             params_file = project / "params.yaml"
             params = yaml.safe_load(params_file.read_text())
             params["dataset"] = {**{k: v for k, v in params["dataset"].items() if k not in ("name", "options")}, **dataset}
             params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-            subprocess.run(["git", "-c", "user.email=bench@reweigh", "-c", "user.name=bench", "commit", "-qam",
-                            "dataset: IMDB ratings table"], cwd=project, check=True, capture_output=True)
         env = project_env(tmp, project, archive)
         with timer() as t:
             r = _dvc(project, env, "repro", timeout=REPRO_TIMEOUT_S)
