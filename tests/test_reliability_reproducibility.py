@@ -85,7 +85,7 @@ def test_two_cold_runs_are_byte_identical_and_a_new_seed_changes_them(tmp_path, 
         outs = [{o["path"]: o.get("md5") for o in lock[stage].get("outs", []) if not o["path"].startswith(WALL_CLOCK) and o["path"] not in pickles} for lock in locks]
         assert outs[0] == outs[1], stage
 
-    # A changed seed is a different experiment: another validation split, other weights, other metrics.
+    # A changed seed is a different experiment: another validation split, other weights, other predictions.
     changed = outputs(other.path)
     for name in ("data/ingested.parquet", "data/tokens.parquet", "artifacts/pretrained.pt", "artifacts/gru.pt",
                  "data/predictions/gru.parquet"):
