@@ -3,7 +3,7 @@
 Both register the same deployment, `retrain/<retrain.deployment>`, with the cron schedule, its time zone
 and the default parameters (workspace, pull, push, remote, lock timeout) from params.yaml's `retrain:`
 section, on the Prefect server that PREFECT_API_URL names. Prefect allows one run of it at a time
-(further runs wait: ENQUEUE); the workspace lock in flows/retrain.py guards everything else.
+(further runs wait: ENQUEUE); the workspace lock in flows/retrain/flow.py guards everything else.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 import reweigh  # noqa: F401  (offline defaults)
 from reweigh.params import RetrainParams, load_params
 
-ENTRYPOINT = "flows/retrain.py:retrain_flow"
+ENTRYPOINT = "flows/retrain/flow.py:retrain_flow"
 
 
 class ServeError(RuntimeError):
@@ -68,8 +68,8 @@ def serve(workdir: Path | None = None, name: str | None = None, cron: str | None
     workdir = (workdir or Path.cwd()).resolve()
     url = api_url()
     settings, parameters = deployment_settings(workdir, name, cron)
-    os.chdir(workdir)  # the runner loads flows/retrain.py relative to here
-    from flows.retrain import retrain_flow
+    os.chdir(workdir)  # the runner loads flows/retrain/flow.py relative to here
+    from flows.retrain.flow import retrain_flow
 
     print(f"serving retrain/{settings.deployment} on {url}: cron '{settings.cron}' ({settings.timezone}), workspace {workdir}")
     retrain_flow.serve(
@@ -88,7 +88,7 @@ def deploy(pool: str, workdir: Path | None = None, name: str | None = None, cron
     workdir = (workdir or Path.cwd()).resolve()
     api_url()
     settings, parameters = deployment_settings(workdir, name, cron)
-    from flows.retrain import retrain_flow
+    from flows.retrain.flow import retrain_flow
 
     flow = retrain_flow.from_source(source=str(workdir), entrypoint=ENTRYPOINT)
     deployment_id = flow.deploy(

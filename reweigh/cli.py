@@ -226,7 +226,7 @@ def retrain_once(
 
     from prefect.exceptions import FailedRun
 
-    from flows.retrain import RetrainFailed, retrain_flow
+    from flows.retrain.flow import RetrainFailed, retrain_flow
 
     overrides = {}
     for item in set_param:

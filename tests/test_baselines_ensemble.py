@@ -121,7 +121,7 @@ def test_uniform_average_is_the_members_mean_and_val_weights_lie_on_the_simplex(
 
 
 def test_disagreement_of_members_by_hand():
-    from flows.report_ensemble import disagreement
+    from flows.report.ensemble import disagreement
 
     y = np.array([0, 1, 1, 0])
     decided = {"a": np.array([0, 1, 0, 1]), "b": np.array([0, 0, 1, 1]), "c": np.array([0, 1, 1, 0])}
@@ -175,7 +175,7 @@ def test_the_model_set_and_the_ensemble_members(tmp_path):
 
 
 def test_pairs_cover_every_baseline_and_the_ensemble_against_each_member():
-    from flows.report_scores import PAIRS, pairs
+    from flows.report.scores import PAIRS, pairs
 
     assert pairs(["gru", "cnn"], ["tfidf_lr", "nbsvm"], ["cnn", "nbsvm"]) == [
         ("gru", "tfidf_lr"), ("gru", "nbsvm"), ("cnn", "tfidf_lr"), ("cnn", "nbsvm"), ("nbsvm", "tfidf_lr"), ("cnn", "gru"),
@@ -241,7 +241,7 @@ def test_baseline_and_ensemble_stages_write_their_files_and_predict_reads_them(w
     assert row["label"] == "good" and sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert predict(["awful dull awful"], "ensemble", artifacts=root / "artifacts")[0]["label"] == "bad"
     # the retrain judge scores every model found in the artifacts folder, the ensemble from its members' probabilities
-    from flows.retrain_judge import score
+    from flows.retrain.judge import score
 
     scores = score(root / "artifacts", test["text"].to_list(), test["label"].to_list(), chunk=7)
     assert list(scores) == ["tfidf_lr", "nbsvm", "ensemble"]
@@ -263,7 +263,7 @@ def test_baseline_and_ensemble_stages_write_their_files_and_predict_reads_them(w
 
 
 def test_the_retrain_judge_reads_every_model_a_lock_ran():
-    from flows.retrain_judge import ARTIFACT_FILES, best_neural, lock_artifact_files
+    from flows.retrain.judge import ARTIFACT_FILES, best_neural, lock_artifact_files
 
     lock = {"stages": {"train@gru": {}, "train@cnn": {}, "baseline@nbsvm": {}, "ensemble": {}, "report": {}}}
     assert lock_artifact_files(lock) == ("artifacts/tokenizer.json", "artifacts/gru.pt", "artifacts/cnn.pt",
@@ -276,7 +276,7 @@ def test_the_retrain_judge_reads_every_model_a_lock_ran():
 
 
 def test_the_ensemble_section_says_how_noisy_fitted_weights_are():
-    from flows.report_ensemble import markdown
+    from flows.report.ensemble import markdown
 
     y = np.array([0, 1, 1, 0])
     decided = {"gru": np.array([0, 1, 0, 0]), "nbsvm": np.array([0, 1, 1, 1]), "ensemble": y}

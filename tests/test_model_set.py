@@ -70,7 +70,7 @@ def test_train_stages_read_every_train_key_but_the_model_set():
 
 
 def test_shape_tables_show_convolutions_pooling_and_transformer_blocks():
-    from flows.report_models import legend, trace_shapes
+    from flows.report.models import legend, trace_shapes
     from models import build_model
 
     ids = torch.randint(2, 50, (3, 7))

@@ -1,11 +1,11 @@
 """The report's semantic-vector-space section: embeddings that recover a known similarity, probe choice,
-probe lookup, the one-hot arithmetic and the figure (flows/report_embeddings.py, models/embeddings.py)."""
+probe lookup, the one-hot arithmetic and the figure (flows/report/embeddings.py, models/embeddings.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from flows.report_embeddings import (
+from flows.report.embeddings import (
     class_counts, closest_opposite, cue_probes, fig_embedding_space, log_odds, lookup_probes, min_count, neighbours,
     one_hot_cost, projection, same_class_share, section_markdown,
 )

@@ -1,7 +1,7 @@
 """No figure or table of the report may crash on legal data (issue 20, item 7).
 
 Property-based tests (hypothesis) over generated inputs to every figure and table function of the report stage
-(flows/report.py and flows/report_*.py): 2 to 20 classes, tiny and lopsided classes, a class missing from the
+(flows/report/flow.py and flows/report_*.py): 2 to 20 classes, tiny and lopsided classes, a class missing from the
 test or validation split, a token seen in one class only, one-row splits, constant predictions, probabilities
 of exactly 0 and 1, class names and tokens with the characters matplotlib and markdown treat specially ($, |, _).
 The real functions run on real numpy / polars / scikit-learn and draw with matplotlib's Agg backend: every
@@ -29,8 +29,10 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from flows import report, report_classes, report_embeddings, report_models, report_scores, report_stats, report_thresholds  # noqa: E402
-from flows.report_models import TITLES  # noqa: E402
+from flows.report import classes as report_classes, embeddings as report_embeddings, flow as report  # noqa: E402
+from flows.report import models as report_models, scores as report_scores, stats as report_stats  # noqa: E402
+from flows.report import thresholds as report_thresholds  # noqa: E402
+from flows.report.models import TITLES  # noqa: E402
 from reweigh.params import Params, ReportParams  # noqa: E402
 
 # Glyphs DejaVu Sans lacks (CJK in a class name) only warn; that is the font, not the report.

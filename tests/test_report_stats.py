@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from flows.report_classes import per_class_metrics, weakest
-from flows.report_stats import CHUNK, bootstrap, compare, mcnemar_exact, model_intervals, oriented, verdict
+from flows.report.classes import per_class_metrics, weakest
+from flows.report.stats import CHUNK, bootstrap, compare, mcnemar_exact, model_intervals, oriented, verdict
 from reweigh.params import ParamsError, load_params
 
 TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "tfidf_lr": "TF-IDF + LogReg", "nbsvm": "NB-SVM"}
@@ -98,7 +98,7 @@ def test_bootstrap_of_25000_rows_and_three_models_is_fast():
 
 
 def test_verdict_calls_a_winner_only_when_the_lead_is_significant_and_measures_against_the_strongest_baseline():
-    from flows.report_scores import pairs
+    from flows.report.scores import pairs
 
     y, preds = three_models()
     three_quarters = np.where(np.arange(len(y)) % 4 == 0, 1 - y, y)
@@ -162,7 +162,7 @@ def test_report_params_out_of_range_name_the_key(tmp_path, key, value, says):
 
 
 def test_p_values_near_the_threshold_print_apart():
-    from flows.report_stats import p_text
+    from flows.report.stats import p_text
 
     assert p_text(0.0499182) == "McNemar p = 0.0499" and p_text(0.0501) == "McNemar p = 0.0501"
     assert p_text(0.262) == "McNemar p = 0.262" and p_text(0.0004) == "McNemar p < 0.001"

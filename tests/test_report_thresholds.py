@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.report_thresholds import GOALS, choose_thresholds, metrics_entry, threshold_report
+from flows.report.thresholds import GOALS, choose_thresholds, metrics_entry, threshold_report
 
 
 def split(n: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import make_project
-from flows.retrain import LOCK_FILE, RetrainFailed, collect_overrides, failed_stage, workspace_lock
+from flows.retrain.flow import LOCK_FILE, RetrainFailed, collect_overrides, failed_stage, workspace_lock
 from retrain_harness import Served, reviews, served_retrain, snapshot, start, stop, wait_until, write_rows  # noqa: F401
 
 
@@ -92,7 +92,7 @@ def test_a_retrain_killed_while_training_leaves_the_champion_intact(served_retra
 
 @pytest.mark.timeout(300)
 def test_a_promotion_cut_off_midway_is_undone_by_the_next_run(tmp_path) -> None:
-    from flows.retrain_dvc import RESTORE_POINT, recover_champion, save_restore_point
+    from flows.retrain.commands import RESTORE_POINT, recover_champion, save_restore_point
 
     def run(*args: str) -> None:
         subprocess.run(args, cwd=tmp_path, check=True, capture_output=True, timeout=120)

@@ -1,6 +1,6 @@
 """Wherever in the project the adapter's data lives, the retrain's `dvc exp run --temp` finds it.
 
-The temp copy of `dvc exp run --temp` holds what git tracks; flows/retrain.py `local_copy_paths` names
+The temp copy of `dvc exp run --temp` holds what git tracks; flows/retrain/flow.py `local_copy_paths` names
 what `-C` must copy in (issue 20: a file in an untracked folder made DVC's copy fail). For each layout:
   (a) `local_copy_paths` on a real git repo gives the expected `-C` paths;
   (b) a real `dvc exp run --temp -C …` on a tiny git + DVC repo whose one stage reads the source sees it;
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import base_env
-from flows.retrain import local_copy_paths
+from flows.retrain.flow import local_copy_paths
 
 GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 

@@ -2,27 +2,27 @@
 
 The models are params' model_set(): train.models, then baseline.models (the bars), then the ensemble when
 there is one. The verdict measures each neural model against the strongest baseline (best validation
-accuracy) and the ensemble against its members (flows/report_stats.py, flows/report_ensemble.py).
+accuracy) and the ensemble against its members (flows/report/stats.py, flows/report/ensemble.py).
 
 Each model's data/predictions/<model>.parquet holds its validation and test rows (column `split`). Every
-score is on the test split; the validation rows only choose the decision thresholds (flows/report_thresholds.py).
+score is on the test split; the validation rows only choose the decision thresholds (flows/report/thresholds.py).
 
 Writes
 - reports/metrics.json: per model accuracy, macro precision/recall/F1, ROC-AUC, PR-AUC (average precision),
   bootstrap confidence intervals of accuracy and macro F1, per-class results (`per_class`), the thresholds
   (`thresholds`), parameters, epochs; and `comparisons`: each pair of models, paired tests on the same test
-  rows (flows/report_stats.py). Only deterministic numbers, only numbers as leaves: same params + seed → the
+  rows (flows/report/stats.py). Only deterministic numbers, only numbers as leaves: same params + seed → the
   same bytes, so `dvc metrics diff` shows real changes only. Wall-clock training time goes to
   reports/timings.json (also a DVC metrics file).
 - reports/plots/: confusion/<model>.csv (actual, predicted), pr/<model>.csv (recall, precision, threshold),
   pr_per_class/<model>.csv (class, recall, precision, threshold), train/<model>.csv (per-epoch history);
   the `plots:` section of dvc.yaml draws all but the per-class curves.
 - reports/figures/*.png (matplotlib, Agg) and reports/report.md, which links them.
-- reports/embeddings.json and the report's "semantic vector space" section (flows/report_embeddings.py).
+- reports/embeddings.json and the report's "semantic vector space" section (flows/report/embeddings.py).
 
 Binary tasks score the second class (`labels[1]`, e.g. pos) as the positive one; with more classes the
 precision-recall curve and threshold table are micro-averaged one-vs-rest and PR-AUC / ROC-AUC are macro;
-the per-class section (flows/report_classes.py) shows each class on its own.
+the per-class section (flows/report/classes.py) shows each class on its own.
 """
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ from prefect import flow  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from flows import report_classes, report_ensemble, report_models, report_stats, report_thresholds  # noqa: E402
+from flows.report import classes as report_classes, ensemble as report_ensemble  # noqa: E402
+from flows.report import models as report_models, stats as report_stats, thresholds as report_thresholds  # noqa: E402
 from flows.common import REPORTS, params, read_dataset_info, run_stage  # noqa: E402
-from flows.report_embeddings import embedding_space, section_markdown  # noqa: E402
-from flows.report_models import COLORS, TITLES  # noqa: E402
-from flows.report_scores import load_predictions, operating_point, pr_points, score_models  # noqa: E402
+from flows.report.embeddings import embedding_space, section_markdown  # noqa: E402
+from flows.report.models import COLORS, TITLES  # noqa: E402
+from flows.report.scores import load_predictions, operating_point, pr_points, score_models  # noqa: E402
 from reweigh.io import atomic_path, write_json, write_text  # noqa: E402
 from reweigh.machine import one_line  # noqa: E402
 from reweigh.params import ENSEMBLE, role  # noqa: E402
@@ -234,6 +235,3 @@ def write_csv(df: pl.DataFrame, target: Path) -> None:
     with atomic_path(target) as tmp:
         df.write_csv(tmp)
 
-
-if __name__ == "__main__":
-    run_stage(report_flow, "report")

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from flows.common import ARTIFACTS, DATA  # noqa: E402
 from flows.predict import ATTENTION_MODELS, forward_with_weights, load_model, token_strings, weights_meaning  # noqa: E402
-from flows.report_classes import plain  # noqa: E402
+from flows.report.classes import plain  # noqa: E402
 from models.batching import TokenSet  # noqa: E402
 
 TITLES = {"gru": "GRU", "gru_attention": "GRU + attention", "cnn": "CNN", "transformer": "Transformer",

@@ -1,7 +1,7 @@
 """Running DVC for the retrain flow: commands streamed into the run's log, overrides checked, one lock.
 
-Everything here is about getting DVC commands run safely; flows/retrain.py decides which, and
-flows/retrain_judge.py compares the champion with the challenger.
+Everything here is about getting DVC commands run safely; flows/retrain/flow.py decides which, and
+flows/retrain/judge.py compares the champion with the challenger.
 """
 from __future__ import annotations
 

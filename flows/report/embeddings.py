@@ -29,7 +29,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from flows.common import ARTIFACTS, DATA, REPORTS  # noqa: E402
 from flows.predict import token_strings  # noqa: E402
-from flows.report_classes import plain  # noqa: E402
+from flows.report.classes import plain  # noqa: E402
 from models.embeddings import nearest_neighbours  # noqa: E402
 from reweigh.io import write_json  # noqa: E402
 from reweigh.params import ReportParams  # noqa: E402

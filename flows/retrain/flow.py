@@ -9,7 +9,7 @@
 - **The challenger** runs as `dvc exp run --temp -n retrain-<time> [-S key=value …]`: a DVC experiment in a
   temporary copy of the project, so the workspace (the champion) is never touched while it trains, and a
   kill at any point leaves the champion as it was. DVC keeps the experiment (`dvc exp show`).
-- **The judgement** (flows/retrain_judge.py): both sides' models predict the challenger's test split;
+- **The judgement** (flows/retrain/judge.py): both sides' models predict the challenger's test split;
   `retrain.promote` (always | if_not_worse), `promote_metric` and `tolerance` decide.
 - **Promoted**: `dvc exp apply` brings the challenger's params, dvc.lock, reports and outputs into the
   workspace, then `dvc push`. **Not promoted**: nothing is applied or pushed; the run ends in a Failed
@@ -42,8 +42,8 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from adapters.sources import describe
-from flows import retrain_judge as judge
-from flows.retrain_dvc import (LOCK_FILE, RetrainFailed, _logger, collect_overrides, dvc, dvc_json,  # noqa: F401
+from flows.retrain import judge
+from flows.retrain.commands import (LOCK_FILE, RetrainFailed, _logger, collect_overrides, dvc, dvc_json,  # noqa: F401
                                drop_restore_point, failed_stage, git_identity_env, recover_champion, remote_url,
                                save_restore_point, set_param_arg, workspace_lock)
 from reweigh.params import ParamsError, RetrainParams, load_params

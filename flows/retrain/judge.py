@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from flows.retrain_dvc import RetrainFailed, git
+from flows.retrain.commands import RetrainFailed, git
 from reweigh.params import BASELINE_NAMES, ENSEMBLE, MODEL_NAMES, role
 
 INGESTED = "data/ingested.parquet"

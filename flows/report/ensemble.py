@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.report_stats import accuracy_text, oriented
+from flows.report.stats import accuracy_text, oriented
 from reweigh.params import ENSEMBLE
 
 

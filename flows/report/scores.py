@@ -2,8 +2,8 @@
 
 data/predictions/<model>.parquet holds a model's validation and test rows (column `split`). Scores
 (accuracy, macro precision / recall / F1, ROC-AUC, PR-AUC, their confidence intervals, per-class results)
-are on the test split; the validation rows only choose the decision thresholds (flows/report_thresholds.py).
-Every model is scored on the same test rows, which the paired tests of flows/report_stats.py need.
+are on the test split; the validation rows only choose the decision thresholds (flows/report/thresholds.py).
+Every model is scored on the same test rows, which the paired tests of flows/report/stats.py need.
 
 Shapes: N rows of a split, C classes.
 """
@@ -16,9 +16,9 @@ import polars as pl
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
-from flows import report_classes, report_stats, report_thresholds
+from flows.report import classes as report_classes, stats as report_stats, thresholds as report_thresholds
 from flows.common import DATA
-from flows.report_thresholds import scores
+from flows.report.thresholds import scores
 from reweigh.params import BASELINE_NAMES, ENSEMBLE, MODEL_NAMES, Params, role
 
 NEURAL = MODEL_NAMES  # the default train.models; a run's own set is params().train.models
