@@ -34,7 +34,7 @@ from models.pretrained import start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 
 SPLITS = ("train", "val", "test")
-LOOP_KEYS = ("batch_size", "epochs", "lr", "lr_schedule", "lr_decay", "weight_decay", "patience", "grad_clip",
+LOOP_KEYS = ("batch_size", "epochs", "lr", "lr_schedule", "lr_decay", "weight_decay", "patience", "grad_clip", "adversarial",
              "bucketing", "device", "threads")
 
 

@@ -37,6 +37,7 @@ class LoopConfig:
     weight_decay: float = 0.01
     patience: int = 2
     grad_clip: float = 1.0
+    adversarial: float = 0.0  # > 0: adversarial training on the token embeddings (Miyato et al. 2017), this strong
     bucketing: bool = True
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # 0 = all cores
@@ -179,15 +180,19 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     batches = bucket_batches(data.lengths, cfg.batch_size, seed=cfg.seed * 1000 + epoch, bucketing=cfg.bucketing)
     total_loss, correct, seen = 0.0, 0, 0
     quarter = max(len(batches) // 4, 1)
+    adversary = EmbeddingAdversary(model, cfg.adversarial) if cfg.adversarial > 0 else None
     with _progress(f"epoch {epoch}") as progress:
         task = progress.add_task(f"epoch {epoch}", total=len(batches))
         for step, idx in enumerate(batches, start=1):
             ids, lengths, labels = data.batch(idx)
             ids, lengths, labels = ids.to(device), lengths.to(device), labels.to(device)
-            logits = model(ids, lengths)  # (B, C)
-            loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if adversary is None:
+                logits = model(ids, lengths)  # (B, C)
+                loss = F.cross_entropy(logits, labels)
+                loss.backward()
+            else:
+                logits, loss = adversary.step(ids, lengths, labels)  # (B, C), clean loss; both losses' gradients summed
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
@@ -197,7 +202,87 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
             progress.update(task, advance=1, description=f"epoch {epoch} loss {total_loss / seen:.3f}")
             if progress.disable and step % quarter == 0 and step < len(batches):  # no live bar: a line per quarter
                 print(f"epoch {epoch}: {step}/{len(batches)} batches, loss {total_loss / seen:.4f}", flush=True)
+    if adversary is not None:
+        adversary.remove()
     return total_loss / seen, correct / seen
+
+
+class EmbeddingAdversary:
+    """Adversarial training on the token embeddings (Miyato, Dai & Goodfellow, ICLR 2017).
+
+    Each step: the loss on the batch as it is, backward (the parameters' gradients, and g = d loss / d e for
+    the batch's embedded tokens e (B, T, E)); then the loss again with each review's embeddings moved by
+    r = epsilon x w x g / ||g||, the direction that raises the loss fastest, and backward (its gradients add
+    to the first ones). ||g|| is over the review's whole (T, E) block, so the adversary spends its budget on
+    the few words that matter most; w is the mean length of a real token's vector in the batch (detached), so
+    epsilon is in words: 1.0 lets it move the review's tokens by, in all, as far as one average word vector
+    is long, whatever the embedding's scale (Miyato et al. normalise the embedding for the same reason: the
+    model cannot shrink the perturbation by growing its vectors). Costs a second forward and backward.
+    """
+
+    def __init__(self, model: nn.Module, epsilon: float) -> None:
+        self.model, self.epsilon = model, epsilon
+        self.embedding = token_embedding(model)
+        self.mode: str = "off"  # off | capture | perturb
+        self.embedded: torch.Tensor | None = None
+        self.delta: torch.Tensor | None = None
+        self.handle = self.embedding.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        if self.mode == "capture":
+            if not out.requires_grad:  # a frozen embedding: its output still gets a gradient
+                out = out.detach().requires_grad_()
+            out.retain_grad()
+            self.embedded = out  # (B, T, E)
+            return out
+        if self.mode == "perturb":
+            assert self.delta is not None
+            return out + self.delta  # (B, T, E)
+        return out
+
+    def perturbation(self, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The clean forward and backward (gradients accumulate in the parameters); returns the clean logits
+        (B, C), the clean loss and r (B, T, E), zero at padding."""
+        self.mode = "capture"
+        try:
+            logits = self.model(ids, lengths)  # (B, C)
+            loss = F.cross_entropy(logits, labels)
+            loss.backward()
+            e = self.embedded
+            assert e is not None and e.grad is not None
+        finally:
+            self.mode, self.embedded = "off", None
+        real = (ids != 0)[..., None].to(e.dtype)  # (B, T, 1): padding is never perturbed
+        g = e.grad * real  # (B, T, E)
+        word = (e.detach().norm(dim=-1, keepdim=True) * real).sum() / real.sum().clamp(min=1)  # () mean vector length
+        norm = g.flatten(1).norm(dim=1).clamp(min=1e-12)[:, None, None]  # (B, 1, 1)
+        return logits.detach(), loss.detach(), (self.epsilon * word * g / norm).detach()  # (B, C), (), (B, T, E)
+
+    def perturbed(self, delta: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) with the token embeddings moved by delta (B, T, E)."""
+        self.mode, self.delta = "perturb", delta
+        try:
+            return self.model(ids, lengths)  # (B, C)
+        finally:
+            self.mode, self.delta = "off", None
+
+    def step(self, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both backward passes of one training step; returns the clean logits (B, C) and loss."""
+        logits, loss, delta = self.perturbation(ids, lengths, labels)
+        F.cross_entropy(self.perturbed(delta, ids, lengths), labels).backward()
+        return logits, loss
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def token_embedding(model: nn.Module) -> nn.Embedding:
+    """The model's token embedding: the nn.Embedding named `...embedding` (what _param_groups treats apart)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and name.split(".")[-1] == "embedding":
+            return module
+    raise ValueError(f"{type(model).__name__} has no token embedding named 'embedding': train.adversarial needs one")
 
 
 @torch.no_grad()

@@ -85,6 +85,9 @@ class TrainParams(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
     grad_clip: float = Field(1.0, gt=0)
+    adversarial: float = Field(0.0, ge=0, description=(
+        "adversarial training on the token embeddings (Miyato et al. 2017): each review's perturbation, in average "
+        "word-vector lengths; 0 = off. Doubles a training step's cost"))
     bucketing: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
@@ -272,7 +275,7 @@ class ReportParams(_Strict):
 
 
 class RetrainParams(_Strict):
-    """The scheduled retraining deployment (`reweigh serve`, `reweigh deploy`; flows/retrain.py)."""
+    """The scheduled retraining deployment (`reweigh serve`, `reweigh deploy`; flows/retrain/flow.py)."""
 
     deployment: str = Field("scheduled", min_length=1, description="deployment name: retrain/<deployment>")
     cron: str = Field("0 3 * * *", description="when the scheduled retrain runs (5-field cron)")

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from models import build_model, count_parameters
 from models.batching import TokenSet, bucket_batches, sorted_batches
@@ -192,3 +193,39 @@ def test_linear_schedule_changes_training_and_resumes_exactly(tmp_path):
     assert resumed.resumed_from == 2
     assert strip(resumed.history) == strip(straight.history)
     assert np.array_equal(probs_resumed, probs_straight)
+
+
+@pytest.mark.parametrize("name,hyper", [("gru", {"embedding_dim": 8, "hidden_size": 8}),
+                                         ("gru_attention", {"embedding_dim": 8, "hidden_size": 8, "heads": 2}),
+                                         ("cnn", {"embedding_dim": 8, "filters": 4}),
+                                         ("transformer", {"embedding_dim": 8, "heads": 2, "ff": 16})])
+def test_adversary_moves_each_review_by_epsilon_words_uphill(name, hyper):
+    from models.train_loop import EmbeddingAdversary
+    torch.manual_seed(0)
+    model = build_model(name, VOCAB, 3, **hyper).eval()  # eval: no dropout, so the passes see the same network
+    ids, lengths = _batch([7, 3, 5])
+    labels = torch.tensor([0, 1, 2])
+    adversary = EmbeddingAdversary(model, epsilon=0.5)
+    _, clean, delta = adversary.perturbation(ids, lengths, labels)
+    assert delta.shape == (*ids.shape, 8)
+    assert torch.all(delta[ids == 0] == 0), "padding is never perturbed"
+    e = adversary.embedding(ids)  # (B, T, E)
+    word = e[ids != 0].norm(dim=-1).mean()
+    assert torch.allclose(delta.flatten(1).norm(dim=1), 0.5 * word.expand(3), rtol=1e-4)
+    attacked = F.cross_entropy(adversary.perturbed(delta, ids, lengths), labels)
+    assert attacked > clean, "the perturbation follows the loss's gradient, so the loss rises"
+    assert F.cross_entropy(adversary.perturbed(-delta, ids, lengths), labels) < clean
+    adversary.remove()
+    assert torch.equal(model(ids, lengths), model(ids, lengths)), "the hook is gone: plain forwards again"
+
+
+@pytest.mark.parametrize("embedding_lr_scale", [1.0, 0.0])
+def test_adversarial_training_is_seeded_learns_and_differs(embedding_lr_scale):
+    cfg = LoopConfig(batch_size=16, epochs=3, lr=1e-2, patience=3, threads=1, seed=3,
+                     embedding_lr_scale=embedding_lr_scale)
+    plain, _ = _run("gru", cfg)
+    a, probs_a = _run("gru", dataclasses.replace(cfg, adversarial=1.0))
+    b, probs_b = _run("gru", dataclasses.replace(cfg, adversarial=1.0))
+    assert np.array_equal(probs_a, probs_b), "same params + seed must give the same predictions"
+    assert a.history[-1]["val_accuracy"] > 0.6, a.history
+    assert a.history[0]["train_loss"] != plain.history[0]["train_loss"], "the attack's gradient changes training"
