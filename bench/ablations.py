@@ -216,21 +216,16 @@ def run(src: Path, out: Path, only: list[str], device: str = "auto", epochs: int
         overrides: list[str] = ()) -> dict[str, Any]:
     """Train each variant in turn; `out` is rewritten (whole) after each, so a cut-off run keeps what it has.
     `overrides`: params.yaml keys set for every variant, `train.lr=0.001` (the value read as YAML)."""
-    import yaml
+    from reweigh.params import ParamsError, apply_overrides, parse_assignments
 
     unknown = [n for n in only if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     meta, sets = load(src)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        *path, last = key.split(".")
-        node = meta["params"]
-        for k in path:
-            node = node[k]
-        if last not in node:
-            raise SystemExit(f"--set {item}: params.yaml has no {key}")
-        node[last] = yaml.safe_load(value)
+    try:
+        meta["params"] = apply_overrides(meta["params"], parse_assignments(overrides), known=True)
+    except ParamsError as exc:
+        raise SystemExit(str(exc)) from None
     dev = setup_torch(device, meta["params"]["train"]["threads"] if threads is None else threads)
     result: dict[str, Any] = {"meta": {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
                                        f"{os.cpu_count()} CPU cores", "torch": torch.__version__, "rows": meta["rows"],

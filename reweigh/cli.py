@@ -73,7 +73,7 @@ def list_adapters(
 
     from adapters.base import AdapterError
     from adapters.inspection import describe_adapters
-    from reweigh.params import ParamsError, load_params
+    from reweigh.params import ParamsError, load_params, parse_assignments
 
     console = Console()
     selected, options = None, None
@@ -106,7 +106,6 @@ def validate_dataset(
     json_file: Path | None = typer.Option(None, "--json", help="also write the report as JSON (as reports/validation.json)"),
 ) -> None:
     """Check a dataset alone: load it with its adapter and run the GX suite (no pipeline outputs are touched)."""
-    import yaml
     from rich.console import Console
 
     from adapters.base import AdapterError
@@ -128,11 +127,7 @@ def validate_dataset(
                 name, options = dataset.name, dict(dataset.options)
         elif name is None:
             raise ParamsError(f"{params_file} not found: name the adapter (reweigh validate NAME) or pass --params")
-        for item in option:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ParamsError(f"--option {item!r}: write KEY=VALUE, e.g. -o path=data/raw/reviews.csv")
-            options[key.strip()] = yaml.safe_load(value)
+        options |= parse_assignments(option, "--option", "-o path=data/raw/reviews.csv")
         console.print(f"validating with adapter '{name}', options {options}", highlight=False)
         adapter, df, report = load_and_validate(name, options, cache_dir(), hygiene)
     except (AdapterError, ParamsError, DownloadError) as exc:
@@ -222,18 +217,15 @@ def retrain_once(
     """Retrain once now, as the deployment would: anything new? → challenger → judged → promoted or not.
 
     Exits 0 when promoted or when there was nothing new, 3 when the challenger was not promoted."""
-    import yaml
-
     from prefect.exceptions import FailedRun
 
     from flows.retrain.flow import RetrainFailed, retrain_flow
+    from reweigh.params import ParamsError, parse_assignments
 
-    overrides = {}
-    for item in set_param:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail_plain(ValueError(f"--set {item!r}: write KEY=VALUE, e.g. -S tokenize.vocab_size=8000"))
-        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        overrides = parse_assignments(set_param)
+    except ParamsError as exc:
+        _fail_plain(exc)
     try:
         retrain_flow(workdir=str(workdir.resolve()), overrides=overrides, pull=pull, push=push, remote=remote, promote=promote)
     except RetrainFailed as exc:

@@ -6,6 +6,8 @@ attention heads that do not divide the hidden size, ...).
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -274,6 +276,30 @@ class ReportParams(_Strict):
     projection_tokens: int = Field(300, ge=2, description="most frequent training tokens drawn in the embedding-space figure")
 
 
+DRIFT_CHECKS = ("label_shift", "length_shift", "unknown_tokens", "duplicates", "label_conflicts")
+
+
+class DriftParams(_Strict):
+    """Drift between the champion's data and the new data, checked before a challenger trains
+    (flows/retrain/drift.py). Each check warns; those listed in `block` stop the retrain instead."""
+
+    label_shift: float = Field(0.05, ge=0, le=1, description=(
+        "the largest change in any label's share of the labelled rows (L-infinity distance), champion's data → new data"))
+    length_shift: float = Field(0.5, ge=0, description=(
+        "the new rows' token counts at the 10th, 50th and 90th percentile may lie within the old rows' / (1 + this) "
+        "and x (1 + this)"))
+    unknown_tokens: float = Field(0.05, ge=0, le=1, description=(
+        "how much the share of tokens the champion's tokenizer does not know may rise in the new rows"))
+    duplicates: float = Field(0.5, ge=0, le=1, description=(
+        "the share of new rows that copy, or nearly copy, an old row with the same label"))
+    label_conflicts: float = Field(0.0, ge=0, le=1, description=(
+        "the share of new rows whose text, or a near copy of it, is in the old data with another label"))
+    near_duplicate: float = Field(0.8, gt=0, le=1, description=(
+        "the Jaccard similarity of two texts' word trigrams (after clean.steps) from which they count as near copies"))
+    block: list[Literal["label_shift", "length_shift", "unknown_tokens", "duplicates", "label_conflicts"]] = Field(
+        default_factory=list, description="checks whose failure stops the retrain before training; the rest warn")
+
+
 class RetrainParams(_Strict):
     """The scheduled retraining deployment (`reweigh serve`, `reweigh deploy`; flows/retrain/flow.py)."""
 
@@ -287,14 +313,43 @@ class RetrainParams(_Strict):
     promote: Literal["always", "if_not_worse"] = Field(
         "if_not_worse", description="when the challenger replaces the champion (docs/retraining.md)")
     promote_metric: Literal["accuracy", "macro_f1"] = Field(
-        "macro_f1", description="judged on the best neural model of each side, on the new test split")
+        "macro_f1", description="judged on the best neural model of each side, on the new test split and the reference set")
     tolerance: float = Field(0.005, ge=0, le=1, description="how much worse (in promote_metric) a challenger may be and still be promoted")
+    significance: float = Field(0.05, ge=0, le=1, description=(
+        "a challenger whose best model is worse on a judged set with McNemar p below this is not promoted, "
+        "even within the tolerance; 0 = the tolerance alone decides"))
+    reference: str | None = Field(None, description=(
+        "a labelled file (csv, tsv, parquet, jsonl with text and label columns) the challenger must not do worse on; "
+        "null = the champion's own test split"))
+    drift: DriftParams = Field(default_factory=DriftParams)
 
-    @model_validator(mode="after")
-    def _cron_has_five_fields(self) -> "RetrainParams":
-        if len(self.cron.split()) != 5:
-            raise ValueError(f"cron '{self.cron}' needs 5 fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'")
-        return self
+    @field_validator("cron")
+    @classmethod
+    def _cron_is_valid(cls, cron: str) -> str:
+        problem = _prefect_schedule_problem(cron=cron)
+        if problem:
+            raise ValueError(f"{problem}. A cron has 5 fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12) "
+                             f"day-of-week (0-6), e.g. '0 3 * * *'")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_valid(cls, timezone: str) -> str:
+        problem = _prefect_schedule_problem(timezone=timezone)
+        if problem:
+            raise ValueError(problem)
+        return timezone
+
+
+def _prefect_schedule_problem(cron: str = "0 3 * * *", timezone: str = "UTC") -> str | None:
+    """What Prefect's own CronSchedule (the schedule `reweigh serve` makes) says is wrong, or None."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValidationError as exc:
+        return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+    return None
 
 
 class Params(_Strict):
@@ -345,6 +400,11 @@ class ParamsError(ValueError):
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
+    return validate_params(load_raw_params(path), path)
+
+
+def load_raw_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """params.yaml as YAML, not yet validated (to apply overrides to first)."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the project root, where dvc.yaml is)")
@@ -354,10 +414,45 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of keys (seed, dataset, clean, ...), got a {type(raw).__name__}")
+    return raw
+
+
+def validate_params(raw: dict[str, Any], path: str | Path = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(format_errors(path, exc)) from None
+        raise ParamsError(format_errors(Path(path), exc)) from None
+
+
+def parse_assignments(items: Iterable[str], flag: str = "--set", example: str = "-S tokenize.vocab_size=8000") -> dict[str, Any]:
+    """`KEY=VALUE` strings (as `dvc exp run -S` takes them) → {key: value read as YAML}: 8000 an int, [a, b] a list."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"{flag} {item!r}: write KEY=VALUE, e.g. {example}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{flag} {item!r}: the value is not valid YAML: {exc}") from None
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], known: bool = False) -> dict[str, Any]:
+    """A copy of `raw` (params as YAML) with each dotted key (`train.lr`) set to its value; the original is
+    untouched. known=True: only keys that exist already. Validate the result with validate_params."""
+    out = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {}) if not known else node.get(part)
+            if not isinstance(node, dict):
+                raise ParamsError(f"override '{key}': '{part}' is not a section of params.yaml")
+        if known and leaf not in node:
+            raise ParamsError(f"override '{key}': params.yaml has no {key}")
+        node[leaf] = value
+    return out
 
 
 def format_errors(path: Path, exc: ValidationError) -> str:

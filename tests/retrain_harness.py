@@ -3,13 +3,16 @@
 `served_retrain` (session scope) starts, once per test session:
   a `prefect server start` on a free loopback port (temp PREFECT_HOME), a small project whose dataset is a
   CSV at data/raw/reviews.csv, untracked (the table adapter, with a split column), a temp DVC remote, its baseline `dvc repro` +
-  `dvc push` + git commit, then `reweigh serve`, and four runs of the deployment started through the REST
+  `dvc push` + git commit, then `reweigh serve`, and five runs of the deployment started through the REST
   API, each waited for:
     1. `new_data`:  100 rows appended to the CSV: the challenger is judged and promoted;
     2. `nothing_new`: no change: ends in seconds without a challenger;
-    3. `corrupted`: 600 training rows with flipped labels appended: the challenger is worse, not promoted
+    3. `corrupted`: one bad batch, 600 rows (100 of them test) that copy old negative reviews with "Re: " before them
+       and the label pos: the drift checks warn (label shift, label conflicts), the challenger is worse on
+       the reference set (the champion's test split), not promoted;
+    4. `blocked`: the same batch with retrain.drift.block [label_conflicts]: stopped before training
        (then the bad rows are taken out of the CSV again);
-    4. `override`:  custom parameters (tokenize.vocab_size=20, pull, promote=always): promoted.
+    5. `override`:  custom parameters (tokenize.vocab_size=20, pull, promote=always): promoted.
   Then the promoted workspace is committed (as a user accepts a retrain), so the tests after it see an
   up-to-date project. What each run left is recorded in
   `Served.runs` (the flow run, and for `corrupted` a snapshot of workspace and remote before it). The
@@ -44,6 +47,7 @@ CRON = "0 3 * * *"
 RUN_PARAMETERS = {"overrides": {"tokenize.vocab_size": 20}, "pull": True, "promote": "always"}
 # the synthetic reviews are easy and few: a challenger on more data may differ by a few test rows
 NEW_DATA_PARAMETERS = {"tolerance": 0.05}
+BLOCK_PARAMETERS = {"overrides": {"retrain.drift.block": ["label_conflicts"]}}
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 BIN = Path(sys.executable).parent
 RAW_DATA = "data/raw/reviews.csv"
@@ -164,15 +168,23 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         pass
 
 
-def reviews(n: int, split: str, seed: int, flip: bool = False) -> list[tuple[str, str, str]]:
-    """n synthetic reviews (half neg, half pos) for the CSV; `flip` gives each the wrong label."""
+def reviews(n: int, split: str, seed: int) -> list[tuple[str, str, str]]:
+    """n synthetic reviews (half neg, half pos) for the CSV."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         label = ("neg", "pos")[i % 2]
         text = review(rng, label)
-        rows.append((text, {"neg": "pos", "pos": "neg"}[label] if flip else label, split))
+        rows.append((text, label, split))
     return rows
+
+
+def flipped_copies(path: Path, n: int, label: str = "neg", to: str = "pos", prefix: str = "Re: ") -> list[tuple[str, str, str]]:
+    """n rows (1 in 6 in test, the rest train) that copy the CSV's `label` rows (cycling) with `prefix` and the
+    label `to`: one batch hit by a labelling bug. Its test rows favour a challenger that learned the bad labels."""
+    with open(path, newline="") as fh:
+        texts = [row["text"] for row in csv.DictReader(fh) if row["label"] == label]
+    return [(f"{prefix}{texts[i % len(texts)]}", to, "test" if i % 6 == 5 else "train") for i in range(n)]  # 1 in 6 in test
 
 
 def write_rows(path: Path, rows: list[tuple[str, str, str]], mode: str = "a") -> None:
@@ -261,9 +273,13 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     champion = (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)
     served.snapshots["before_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote)}
     clean = data.read_bytes()
-    write_rows(data, reviews(600, "train", 5, flip=True))
+    write_rows(data, flipped_copies(data, 600))
     timed("corrupted", {})
-    served.snapshots["after_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote)}
+    served.snapshots["after_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote),
+                                           "exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
+    timed("blocked", BLOCK_PARAMETERS)
+    served.snapshots["after_blocked"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote),
+                                         "exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
     data.write_bytes(clean)  # the bad rows are taken out
     # last, as it changes params for good: custom parameters, forced promotion (a tiny vocabulary)
     served.flow_run = timed("override", RUN_PARAMETERS)

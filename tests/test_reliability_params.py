@@ -40,8 +40,13 @@ def test_the_repository_params_are_valid():
         ({"clean": {"steps": ["lowercase", "strip_html"]}}, ["clean.steps.1", "'strip_markup'", "strip_html"]),
         ({"train": {"device": "tpu"}}, ["train.device", "'auto'", "'cpu'", "'cuda'"]),
         ({"train": {"epochs": 0}}, ["train.epochs", "greater than or equal to 1"]),
+        # five fields, but a minute of 99: Prefect's own CronSchedule refuses it, so params.yaml does too
+        ({"retrain": {"cron": "99 3 * * *"}}, ["retrain.cron", "Invalid cron string", "minute (0-59)"]),
+        ({"retrain": {"timezone": "Mars/Base"}}, ["retrain.timezone", "Invalid timezone", "IANA"]),
+        ({"retrain": {"drift": {"block": ["label_shfit"]}}}, ["retrain.drift.block.0", "'label_conflicts'", "label_shfit"]),
     ],
-    ids=["tokenizer-kind", "negative-vocab", "heads-divide", "typo-key", "typo-section", "val-fraction", "clean-step", "device", "epochs"],
+    ids=["tokenizer-kind", "negative-vocab", "heads-divide", "typo-key", "typo-section", "val-fraction", "clean-step", "device", "epochs",
+         "cron-minute", "timezone", "drift-block"],
 )
 def test_bad_value_names_the_key_and_the_allowed_values(tmp_path, update, expected):
     with pytest.raises(ParamsError) as info:

@@ -97,10 +97,11 @@ def test_a_run_with_nothing_new_ends_in_seconds_without_a_challenger(served_retr
     assert served_retrain.snapshots["after_nothing_new"] == served_retrain.snapshots["before_nothing_new"]
 
 
-def test_a_worse_challenger_is_not_promoted_and_the_champion_is_kept_byte_for_byte(served_retrain: Served) -> None:
+def test_a_bad_batch_is_flagged_judged_on_the_reference_set_and_not_promoted(served_retrain: Served) -> None:
     run = served_retrain.runs["corrupted"]
     assert run["state_type"] == "FAILED" and run["state"]["message"].startswith("not promoted: "), run["state"]
-    assert "worse than the champion" in run["state"]["message"]
+    assert "reference set" in run["state"]["message"] and "worse" in run["state"]["message"]
+    assert "not-promoted" in served_retrain.get(f"/flow_runs/{run['id']}")["tags"]  # recognisable in the run list
     before, after = served_retrain.snapshots["before_corrupted"], served_retrain.snapshots["after_corrupted"]
     assert after["workspace"] == before["workspace"]  # dvc.lock, params, reports, data, artifacts: unchanged
     assert after["remote"] == before["remote"]  # nothing pushed
@@ -109,7 +110,31 @@ def test_a_worse_challenger_is_not_promoted_and_the_champion_is_kept_byte_for_by
     name = re.search(r"DVC experiment `(retrain-[\d-]+)`", markdown).group(1)
     assert f"dvc exp apply {name} && dvc push" in markdown  # how to force it
     assert "+600 rows" in markdown
+    # the drift table: the label shift and the conflicting near copies, each with what it measured
+    drift = markdown.split("## Drift")[1].split("\n## ")[0]
+    assert re.search(r"^\| label_shift \| \*\*warning\*\* \| 0\.[2-4]\d* \|", drift, re.M), drift
+    assert re.search(r"^\| label_conflicts \| \*\*warning\*\* \| 1 \|", drift, re.M), drift
+    assert "Re: " in drift and "'old_label': 'neg'" in drift  # sample rows: the new text and its old twin's label
+    # both judgements: the new test split (which holds flipped rows) and the reference set, where it is worse
+    assert "### On the new test split" in markdown
+    reference = markdown.split("### On the reference set: the challenger FAILS")[1].split("###")[0]
+    assert "McNemar p" in reference and "worse" in reference
     shown = served_retrain.project.dvc("exp", "show", "--all-commits", "--json").stdout
     assert name in shown  # the challenger is kept as an experiment for inspection
     assert not [a for a in served_retrain.artifacts("retrain-failure") if a["flow_run_id"] == run["id"]]
     print(f"served retrain timings: {served_retrain.timings}", file=sys.stderr)
+
+
+def test_a_blocking_drift_check_stops_the_retrain_before_training(served_retrain: Served) -> None:
+    run = served_retrain.runs["blocked"]
+    assert run["state_type"] == "FAILED" and run["state"]["message"].startswith("blocked: drift check(s) label_conflicts"), run["state"]
+    assert "blocked" in served_retrain.get(f"/flow_runs/{run['id']}")["tags"]
+    after_corrupted, after = served_retrain.snapshots["after_corrupted"], served_retrain.snapshots["after_blocked"]
+    assert after == after_corrupted  # workspace, remote and the experiments: nothing new, no challenger
+    markdown = served_retrain.artifact_of(run)
+    assert markdown.splitlines()[0].endswith("BLOCKED")
+    assert re.search(r"^\| label_conflicts \| \*\*BLOCKS\*\* \|", markdown, re.M), markdown
+    steps = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+) s", markdown.split("- steps: ")[1]))
+    assert set(steps) == {"check", "drift"}, steps  # seconds, no training
+    logs = served_retrain.run_logs(run["id"])
+    assert "dvc exp run" not in logs and "drift check label_conflicts failed (block)" in logs

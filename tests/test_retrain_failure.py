@@ -35,6 +35,26 @@ def test_bad_override_fails_before_anything_runs(tmp_path) -> None:
                       "pretrain.dim": 32}
 
 
+def test_a_silent_hang_is_stopped_at_the_step_timeout_with_its_children(tmp_path) -> None:
+    import time
+
+    import psutil
+
+    from flows.retrain.commands import dvc
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    marker = tmp_path / "started"
+    (tmp_path / "dvc.yaml").write_text(  # prints nothing once started: the timeout cannot wait for a line
+        f"stages:\n  hang:\n    cmd: {sys.executable} -c \"import pathlib, time; pathlib.Path('started').touch(); time.sleep(120)\"\n")
+    started = time.monotonic()
+    with pytest.raises(RetrainFailed, match="ran past 5 s and was stopped") as caught:
+        dvc(["repro"], tmp_path, "challenger", timeout=5)
+    assert time.monotonic() - started < 30  # not the stage's 120 s
+    assert caught.value.step == "challenger" and marker.exists()
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "time.sleep(120)" in " ".join(p.info["cmdline"] or [])]
+
+
 def test_a_second_retrain_waits_for_the_lock_then_fails_saying_who_holds_it(tmp_path) -> None:
     lock = tmp_path / LOCK_FILE
     lock.parent.mkdir(parents=True)

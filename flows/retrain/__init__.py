@@ -1,6 +1,7 @@
 """Scheduled retraining (`reweigh retrain`, `reweigh serve`; docs/retraining.md).
 
-    flow.py       the retrain flow: anything new? → challenger as a DVC experiment → judged → promoted or not
-    judge.py      both sides' models score the challenger's test split; the promotion rule decides
+    flow.py       the retrain flow: anything new? → drift → challenger as a DVC experiment → judged → promoted or not
+    drift.py      the new data against the champion's before training: label shift, lengths, unknown tokens, copies, conflicts
+    judge.py      both sides' models score the new test split and the reference set; the promotion rule decides
     commands.py   DVC and git commands streamed into the run's log, overrides checked, the workspace lock
 """

@@ -15,20 +15,20 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is imported)
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
-from reweigh.params import ModelParams, Params, format_errors
+from reweigh.params import ModelParams, ParamsError, apply_overrides, load_raw_params, validate_params
 
 LOCK_FILE = Path(".dvc") / "tmp" / "reweigh-retrain.lock"
 RESTORE_POINT = Path(".dvc") / "tmp" / "reweigh-champion"
@@ -65,25 +65,46 @@ def dvc(args: list[str], cwd: Path, step: str, env: dict[str, str] | None = None
     logger.info("$ dvc %s", " ".join(args))
     lines: list[str] = []
     tail: deque[str] = deque(maxlen=30)
-    deadline = time.monotonic() + timeout if timeout else None
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, bufsize=1) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            lines.append(line)
-            if line.strip():
-                tail.append(line)
-                logger.info("%s", line)
-            if deadline and time.monotonic() > deadline:
-                proc.kill()
-                raise RetrainFailed(step, f"`dvc {' '.join(args)}` ran past {timeout:.0f} s and was stopped")
-        code = proc.wait()
+        # a watchdog, not a check per line: a command that hangs silently is stopped on time too
+        watchdog = threading.Timer(timeout, _kill_tree, (proc,)) if timeout else None
+        if watchdog:
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            for line in proc.stdout:
+                line = line.rstrip()
+                lines.append(line)
+                if line.strip():
+                    tail.append(line)
+                    logger.info("%s", line)
+            code = proc.wait()
+        finally:
+            if watchdog:
+                watchdog.cancel()
+    if watchdog and watchdog.finished.is_set() and code != 0 and getattr(proc, "_reweigh_killed", False):
+        raise RetrainFailed(step, f"`dvc {' '.join(args)}` ran past {timeout:.0f} s and was stopped:\n" + "\n".join(tail))
     output = "\n".join(lines)
     if code != 0:
         stage = failed_stage(output)
         raise RetrainFailed(step, f"`dvc {' '.join(args)}` exited {code}:\n" + "\n".join(tail), stage)
     return output
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Stop a DVC command and the stage commands it started (its whole process tree; psutil comes with DVC)."""
+    import psutil
+
+    proc._reweigh_killed = True  # type: ignore[attr-defined]
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
 
 
 def failed_stage(output: str) -> str | None:
@@ -128,19 +149,10 @@ def collect_overrides(workdir: Path, overrides: dict[str, Any], named: dict[str,
             merged[{"dataset": "dataset.name", "epochs": "train.epochs", "vocab_size": "tokenize.vocab_size",
                     "device": "train.device"}[key]] = value
     params_file = workdir / "params.yaml"
-    raw = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
-    for key, value in merged.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RetrainFailed("parameters", f"override '{key}': '{part}' is not a section of params.yaml")
-        node[leaf] = value
-    try:
-        Params.model_validate(raw)
-    except ValidationError as exc:  # the same message `reweigh` gives for a bad params.yaml
-        raise RetrainFailed("parameters", format_errors(params_file, exc)) from None
+    try:  # the same message `reweigh` gives for a bad params.yaml
+        validate_params(apply_overrides(load_raw_params(params_file), merged), params_file)
+    except ParamsError as exc:
+        raise RetrainFailed("parameters", str(exc)) from None
     return merged
 
 

@@ -1,16 +1,20 @@
 """retrain: is there anything new? → challenger as a DVC experiment → judged against the champion → promote.
 
-    [dvc pull] → check sources + dvc status → dvc exp run --temp → score both → dvc exp apply → dvc push
-                  (nothing new: stop here)                        (worse: keep the champion, flag the run)
+    [dvc pull] → check sources + dvc status → drift → dvc exp run --temp → score both → dvc exp apply → dvc push
+                  (nothing new: stop here)   (blocked: stop)               (worse: keep the champion, flag the run)
 
 - **Anything new?** The adapter's sources are fingerprinted (`python -m flows.sources --check`) and
   compared with the champion's reports/sources.json; `dvc status` shows stages whose code or params
   changed. With neither, and no overrides, the run ends in seconds saying there was nothing new.
+- **Drift** (flows/retrain/drift.py): the new data against the champion's, in seconds: label shares, text
+  lengths, unknown tokens, near copies and label conflicts; each warns, or blocks the run when listed in
+  retrain.drift.block.
 - **The challenger** runs as `dvc exp run --temp -n retrain-<time> [-S key=value …]`: a DVC experiment in a
   temporary copy of the project, so the workspace (the champion) is never touched while it trains, and a
   kill at any point leaves the champion as it was. DVC keeps the experiment (`dvc exp show`).
-- **The judgement** (flows/retrain/judge.py): both sides' models predict the challenger's test split;
-  `retrain.promote` (always | if_not_worse), `promote_metric` and `tolerance` decide.
+- **The judgement** (flows/retrain/judge.py): both sides' models predict the challenger's test split and
+  the reference set; `retrain.promote` (always | if_not_worse), `promote_metric`, `tolerance` and
+  `significance` decide. Each run is tagged with its outcome (the UI's run list shows tags).
 - **Promoted**: `dvc exp apply` brings the challenger's params, dvc.lock, reports and outputs into the
   workspace, then `dvc push`. **Not promoted**: nothing is applied or pushed; the run ends in a Failed
   state (red in the UI: it needs a person) whose message starts "not promoted:", the reason in its artifact.
@@ -80,6 +84,27 @@ def check_for_news(workdir: Path) -> dict[str, Any]:
     return {"sources": sources["changed"], "stale": stale, "current": sources["current"], "declared": sources["declared"]}
 
 
+@task(name="drift: champion's data vs the new data", cache_policy=NO_CACHE)
+def check_drift(workdir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """flows/retrain/drift.py's checks, in the project root (where the sources are read from); seconds."""
+    result = subprocess.run([sys.executable, "-m", "flows.retrain.drift", "--overrides", json.dumps(overrides)], cwd=workdir,
+                            capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise RetrainFailed("drift", f"`python -m flows.retrain.drift` exited {result.returncode}: {result.stderr.strip()[-3000:]}")
+    found = json.loads(result.stdout)
+    logger = _logger()
+    for entry in found["checks"]:
+        if not entry["ok"]:
+            log = logger.error if entry["action"] == "block" else logger.warning
+            log("drift check %s failed (%s): %s; %s. What to change: %s", entry["check"], entry["action"], "; ".join(entry["found"]),
+                entry["detail"], entry["fix"])
+            for row in entry["sample_rows"][:5]:
+                log("    %s", row)
+        else:
+            logger.info("drift check %s passed: %s", entry["check"], entry["detail"])
+    return found
+
+
 @task(name="challenger: dvc exp run --temp", cache_policy=NO_CACHE)
 def run_challenger(workdir: Path, name: str, overrides: dict[str, Any], copy_paths: list[str], timeout: float | None) -> str:
     """The pipeline as a DVC experiment in a temporary copy of the project; the command it ran."""
@@ -91,8 +116,10 @@ def run_challenger(workdir: Path, name: str, overrides: dict[str, Any], copy_pat
 
 
 @task(name="champion vs challenger", cache_policy=NO_CACHE)
-def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float) -> dict[str, Any]:
-    """What changed (sources, rows, metrics) and the decision, both sides scored on the newest test split."""
+def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float, significance: float,
+            reference: str | None) -> dict[str, Any]:
+    """What changed (sources, rows, metrics) and the decision: both sides' models scored on the newest test
+    split and on the reference set (retrain.reference, else the champion's own test split)."""
     metrics = judge.metrics_files(workdir)
     tracked = metrics + [judge.SOURCES]
     challenger = judge.challenger_side(workdir, judge.experiment_rev(workdir, name), tracked)
@@ -102,22 +129,36 @@ def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float) 
     if new_table is None:
         raise RetrainFailed("compare", f"the experiment {name} has no {judge.INGESTED} in the DVC cache")
     old_table = (judge.cached_file(workdir, cache, champion, judge.INGESTED) or workdir / judge.INGESTED) if champion else None
+    sets = {"new test split": judge.newest_test_split(new_table)}
+    if reference:
+        sets["reference set"] = judge.read_reference(workdir / reference)
+    elif old_table is not None and old_table.is_file():
+        sets["reference set"] = judge.newest_test_split(old_table)  # the test rows the champion was judged on
+    texts = [t for rows, _ in sets.values() for t in rows]  # every set predicted in one pass per side
     scratch = workdir / ".dvc" / "tmp" / "reweigh-judge"
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        texts, labels = judge.newest_test_split(new_table)
-        scores: dict[str, Any] = {"challenger": judge.score(judge.materialise(workdir, cache, challenger, scratch / "challenger"), texts, labels)}
+        predicted = {"challenger": judge.predictions(judge.materialise(workdir, cache, challenger, scratch / "challenger"), texts)}
         champion_models = judge.materialise(workdir, cache, champion, scratch / "champion") if champion else None
-        scores["champion"] = judge.score(champion_models, texts, labels) if champion_models else None
+        predicted["champion"] = judge.predictions(champion_models, texts) if champion_models else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     from flows.sources import changes as source_changes
 
-    decision = judge.decide(rule, metric, tolerance, scores["champion"], scores["challenger"])
+    judgements, scores, start = [], {}, 0
+    for set_name, (_, labels) in sets.items():
+        part = {side: {m: p[start:start + len(labels)] for m, p in found.items()} if found else None
+                for side, found in predicted.items()}
+        start += len(labels)
+        judgements.append(judge.judge_set(set_name, labels, metric, tolerance, significance, part["champion"], part["challenger"]))
+        scores[set_name] = {side: judge.scores_of(found, labels) if found else None for side, found in part.items()}
+    decision = judge.decide(rule, metric, judgements)
     return {
         "decision": decision,
-        "scores": scores,
-        "test_rows": len(texts),
+        "scores": scores["new test split"],
+        "set_scores": scores,
+        "test_rows": len(sets["new test split"][1]),
+        "reference": reference or "the champion's test split",
         "rows": judge.data_rows(judge.split_label_counts(old_table), judge.split_label_counts(new_table)),
         "sources": source_changes(json.loads(champion.files[judge.SOURCES]) if champion and judge.SOURCES in champion.files else None,
                                   json.loads(challenger.files.get(judge.SOURCES, "{}"))),
@@ -183,10 +224,16 @@ def _change(old: Any, new: Any) -> str:
     return ""
 
 
-def summary_line(outcome: str, result: dict[str, Any] | None) -> str:
+def summary_line(outcome: str, result: dict[str, Any] | None, drift: dict[str, Any] | None = None) -> str:
     """One line for the log and the artifact's first line."""
     if outcome == "nothing new":
         return "nothing new: the sources are unchanged and every stage is up to date; the champion stays"
+    flagged = [c["check"] for c in (drift or {}).get("checks", []) if not c["ok"]]
+    drifted = f"; drift: {', '.join(flagged)}" if flagged else ""
+    if outcome == "blocked":
+        measured = (drift or {}).get("measured", {})
+        return (f"blocked: {measured.get('new_rows', 0):,} new rows; drift check(s) {', '.join(drift['blocked'])} stop the "
+                f"retrain (retrain.drift.block){drifted}; no challenger trained")
     rows = result["rows"]
     added = sum(after - before for _, _, before, after in rows)
     by_split: dict[str, int] = {}
@@ -195,30 +242,75 @@ def summary_line(outcome: str, result: dict[str, Any] | None) -> str:
     data = f"{added:+,} rows (" + ", ".join(f"{s} {n:+,}" for s, n in by_split.items() if n) + ")" if added or any(by_split.values()) else "no row count changed"
     d = result["decision"]
     judged = f"{d.challenger[0]} {d.metric} {d.challenger[1]:.4f}" + (f" vs champion {d.champion[0]} {d.champion[1]:.4f}" if d.champion else "")
-    return f"{outcome}: {data}; {judged}; {len(result['metrics'])} metric value(s) changed"
+    failed = [j.name for j in d.judgements if not j.ok]
+    worse = f" (worse on the {' and the '.join(failed)})" if failed else ""
+    return f"{outcome}: {data}; {judged}{worse}{drifted}; {len(result['metrics'])} metric value(s) changed"
+
+
+def drift_markdown(drift: dict[str, Any] | None) -> list[str]:
+    """The drift checks as a table, then what each failed one found, with sample rows and what to change."""
+    if not drift:
+        return []
+    lines = ["## Drift: the champion's data → the new data (checked before training)", ""]
+    if drift.get("skipped"):
+        return lines + [f"- skipped: {drift['skipped']}", ""]
+    measured = drift["measured"]
+    lines += [f"{measured.get('new_rows', 0):,} new labelled rows (not in the champion's data with the same label), "
+              f"{measured.get('old_rows', 0):,} old labelled rows.", "",
+              "| check | result | value | limit | on failure | what was measured |", "|---|---|---|---|---|---|"]
+    for c in drift["checks"]:
+        result = "ok" if c["ok"] else ("**BLOCKS**" if c["action"] == "block" else "**warning**")
+        lines.append(f"| {c['check']} | {result} | {_num(c['value'])} | {_num(c['limit'])} | {c['action']} | {c['detail']} |")
+    for c in drift["checks"]:
+        if c["ok"]:
+            continue
+        lines += ["", f"**{c['check']}**: " + "; ".join(c["found"])]
+        lines += [f"- `{row}`" for row in c["sample_rows"][:5]]
+        lines.append(f"- what to change: {c['fix']}")
+    return lines + [""]
+
+
+def judgement_markdown(result: dict[str, Any]) -> list[str]:
+    """Each judged set (new test split, reference set) with both sides' models, and the verdict on it."""
+    d = result["decision"]
+    lines = []
+    for j in d.judgements:
+        verdict = "passes" if j.ok else "FAILS"
+        lines += [f"### On the {j.name}: the challenger {verdict}", "", f"- {j.reason}", "",
+                  "| model | champion accuracy | champion macro F1 | challenger accuracy | challenger macro F1 |", "|---|---|---|---|---|"]
+        scores = result["set_scores"][j.name]
+        champ = scores["champion"] or {}
+        for model, s in scores["challenger"].items():
+            c = champ.get(model, {})
+            lines.append(f"| {model} | {_num(c.get('accuracy'))} | {_num(c.get('macro_f1'))} | {_num(s['accuracy'])} | {_num(s['macro_f1'])} |")
+        lines.append("")
+    return lines
 
 
 def report_markdown(root: Path, outcome: str, summary: str, news: dict[str, Any], result: dict[str, Any] | None,
                     ran: str | None, name: str | None, overrides: dict[str, Any], rule: str, metric: str, tolerance: float,
-                    pushed_to: str | None, timings: dict[str, float]) -> str:
-    title = {"promoted": "promoted", "not promoted": "NOT promoted", "nothing new": "nothing new"}[outcome]
+                    pushed_to: str | None, timings: dict[str, float], drift: dict[str, Any] | None = None) -> str:
+    title = {"promoted": "promoted", "not promoted": "NOT promoted", "nothing new": "nothing new", "blocked": "BLOCKED"}[outcome]
     lines = [f"# Retrain `{flow_run.get_name() or 'local'}`: {title}", "", f"**{summary}**", ""]
     if result:
         d = result["decision"]
         lines += ["## Decision", "",
-                  f"- rule: `retrain.promote: {rule}`, by the best neural model's `{metric}`, tolerance {tolerance}",
+                  f"- rule: `retrain.promote: {rule}`, by the best neural model's `{metric}`, tolerance {tolerance}; "
+                  f"the challenger must pass on the new test split and on the reference set ({result['reference']})",
                   f"- {'promoted' if d.promote else 'not promoted'}: {d.reason}",
-                  f"- scored on the same {result['test_rows']:,} test rows (the new data's test split), with the same code", "",
-                  "| model | champion accuracy | champion macro F1 | challenger accuracy | challenger macro F1 |", "|---|---|---|---|---|"]
-        champ = result["scores"]["champion"] or {}
-        for model, s in result["scores"]["challenger"].items():
-            c = champ.get(model, {})
-            lines.append(f"| {model} | {_num(c.get('accuracy'))} | {_num(c.get('macro_f1'))} | {_num(s['accuracy'])} | {_num(s['macro_f1'])} |")
+                  "- both sides scored on the same rows with the same code", ""]
+        lines += judgement_markdown(result)
         if not d.promote:
-            lines += ["", f"The champion stays: the workspace and the DVC remote were not touched. The challenger is the "
-                          f"DVC experiment `{name}`: `dvc exp show`, `dvc exp diff {name}`. To promote it anyway: "
-                          f"`dvc exp apply {name} && dvc push` (then commit), or rerun with `promote=always`."]
-        lines += ["", "## What changed in the data", ""]
+            lines += [f"The champion stays: the workspace and the DVC remote were not touched. The challenger is the "
+                      f"DVC experiment `{name}`: `dvc exp show`, `dvc exp diff {name}`. To promote it anyway: "
+                      f"`dvc exp apply {name} && dvc push` (then commit), or rerun with `promote=always`.", ""]
+    if outcome == "blocked":
+        lines += ["No challenger was trained: a drift check listed in `retrain.drift.block` failed. The champion stays; "
+                  "the workspace and the DVC remote were not touched. Fix the data (below), or take the check out of "
+                  "`retrain.drift.block` to train on it anyway.", ""]
+    lines += drift_markdown(drift)
+    if result:
+        lines += ["## What changed in the data", ""]
         lines += [f"- source `{c['source']}`: {c['old']} → {c['new']}" for c in result["sources"]] or ["- no source changed"]
         lines += ["", "| split | label | rows before | rows after | change |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {lab} | {b:,} | {a:,} | {a - b:+,} |" for s, lab, b, a in result["rows"]]
@@ -236,6 +328,19 @@ def report_markdown(root: Path, outcome: str, summary: str, news: dict[str, Any]
     lines.append(f"- pushed to DVC remote: `{pushed_to}`" if pushed_to else "- not pushed")
     lines.append("- steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return "\n".join(lines)
+
+
+def tag_run(outcome: str) -> None:
+    """Tag the flow run with its outcome (promoted, not-promoted, blocked, nothing-new): the deployment's run
+    list in the Prefect UI shows tags, so each run is recognisable without opening it."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    from prefect.client.orchestration import get_client
+
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # a label, never a reason to fail
+        tags = set(flow_run.get_tags() or ()) | {outcome.replace(" ", "-")}
+        client.update_flow_run(run_id, tags=sorted(tags))
 
 
 # ---------------------------------------------------------------- the flow
@@ -290,8 +395,8 @@ def retrain_flow(
     if not (root / "dvc.yaml").exists():
         raise RetrainFailed("setup", f"{root} has no dvc.yaml: pass workdir= the project root")
     timings: dict[str, float] = {}
-    step = "parameters"
-    ran = name = pushed_to = result = None
+    step, outcome = "parameters", ""
+    ran = name = pushed_to = result = drift = None
     try:
         settings = _settings(root)
         rule = promote or settings.promote
@@ -317,12 +422,18 @@ def retrain_flow(
             if not changes and not news["sources"] and not news["stale"]:
                 outcome = "nothing new"
             else:
+                step, started = "drift", time.perf_counter()
+                drift = check_drift(root, changes)
+                timings["drift"] = time.perf_counter() - started
+            if drift is not None and drift["blocked"]:
+                outcome = "blocked"
+            elif outcome != "nothing new":
                 step, started = "challenger", time.perf_counter()
                 name = f"retrain-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
                 ran = run_challenger(root, name, changes, local_copy_paths(root, news["declared"]), stage_timeout)
                 timings["challenger"] = time.perf_counter() - started
                 step, started = "compare", time.perf_counter()
-                result = compare(root, name, rule, metric, tol)
+                result = compare(root, name, rule, metric, tol, settings.significance, settings.reference)
                 timings["compare"] = time.perf_counter() - started
                 outcome = "promoted" if result["decision"].promote else "not promoted"
                 if result["decision"].promote:
@@ -336,19 +447,24 @@ def retrain_flow(
         failure = RetrainFailed(step, f"{type(exc).__name__}: {exc}")
         _publish_failure(failure, root)
         raise failure from exc
-    summary = summary_line(outcome, result)
+    summary = summary_line(outcome, result, drift)
     create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=report_markdown(root, outcome, summary, news, result, ran, name, changes, rule, metric, tol, pushed_to, timings),
+        markdown=report_markdown(root, outcome, summary, news, result, ran, name, changes, rule, metric, tol, pushed_to, timings, drift),
         description=f"Retrain: {summary}",
     )
+    tag_run(outcome)
     if result:
         for file, metric_name, old, new in result["metrics"]:
             logger.info("%s %s: %s → %s", file, metric_name, _num(old), _num(new))
     print(f"retrain: {summary} ({sum(timings.values()):.1f} s)")
     out = {"workdir": str(root), "outcome": outcome, "summary": summary, "experiment": name, "command": ran,
            "overrides": changes, "timings": timings, "pushed_to": pushed_to,
-           "metrics": [list(m) for m in result["metrics"]] if result else []}
+           "metrics": [list(m) for m in result["metrics"]] if result else [],
+           "drift": drift}
+    if outcome == "blocked":
+        return Failed(message=f"blocked: drift check(s) {', '.join(drift['blocked'])} failed (retrain.drift.block); "
+                              f"no challenger was trained and the champion stays. The retrain-report artifact shows what was found.")
     if outcome == "not promoted":
         return Failed(message=f"not promoted: {result['decision'].reason}. The champion stays; "
                                                   f"the challenger is DVC experiment {name}.")

@@ -5,12 +5,15 @@ The challenger is a DVC experiment run in a temporary copy (`dvc exp run --temp`
 nothing of the champion is touched, even when the run is killed. Both are read the same way, from their
 dvc.lock: files that DVC caches come from the cache, the rest (reports/) from the workspace or from git.
 
-Both sides' models are scored on the same rows, the challenger's test split (the newest data), with the
-same code (flows/predict.py), so the comparison is like for like. The rule (retrain.promote):
+Both sides' models are scored on the same rows with the same code (flows/predict.py), so the comparison
+is like for like, on two sets: the challenger's test split (the newest data) and the reference set (the
+champion's own test split, or the labelled file `retrain.reference` names), which a bad batch cannot
+reach. The rule (retrain.promote):
 - `always`: promote;
-- `if_not_worse` (default): promote when the challenger's best neural model scores at least the
-  champion's best neural model minus `retrain.tolerance`, by `retrain.promote_metric` (macro F1 by
-  default: with imbalanced classes accuracy hides a model that gave up on the small class).
+- `if_not_worse` (default): promote when, on each set, the challenger's best neural model scores at least
+  the champion's best neural model minus `retrain.tolerance`, by `retrain.promote_metric` (macro F1 by
+  default: with imbalanced classes accuracy hides a model that gave up on the small class), and is not
+  worse at all with McNemar p < `retrain.significance`.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import yaml
 
@@ -188,10 +192,8 @@ def metric_changes(old: Side | None, new: Side, files: list[str]) -> list[tuple[
 # ---------------------------------------------------------------- scoring and the decision
 
 
-def score(artifacts: Path, texts: list[str], labels: list[str], chunk: int = 256) -> dict[str, dict[str, float]]:
-    """{model: {accuracy, macro_f1}} of every model in `artifacts` on (texts, labels), predicted in chunks."""
-    from sklearn.metrics import accuracy_score, f1_score
-
+def predictions(artifacts: Path, texts: list[str], chunk: int = 256) -> dict[str, list[str]]:
+    """{model: predicted label per text} for every model in `artifacts`, predicted in chunks."""
     from flows.predict import ensemble_spec, mix, predict_proba
     from models import MODELS
 
@@ -199,19 +201,44 @@ def score(artifacts: Path, texts: list[str], labels: list[str], chunk: int = 256
     baselines = tuple(b for b in BASELINE_NAMES if (artifacts / f"{b}.pkl").is_file())
     spec_file = artifacts / f"{ENSEMBLE}.json"  # copied when the side's dvc.lock has an ensemble stage
     spec = ensemble_spec(artifacts) if spec_file.is_file() and json.loads(spec_file.read_text()).get("enabled") else None
-    out = {}
+    out: dict[str, list[str]] = {}
     for i in range(0, len(texts), chunk):
         probs = {m: predict_proba(texts[i:i + chunk], m, artifacts) for m in (*neural, *baselines)}  # (n, C), labels
         if spec:  # the members' probabilities averaged as `predict --model ensemble` does, without predicting twice
             probs[ENSEMBLE] = (mix(spec, probs), spec["labels"])
         for m, (p, names) in probs.items():
             out.setdefault(m, []).extend(names[k] for k in p.argmax(1))
+    return out
+
+
+def scores_of(predicted: dict[str, list[str]], labels: list[str]) -> dict[str, dict[str, float]]:
+    """{model: {accuracy, macro_f1}} of each model's predictions against `labels`."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     scores = {}
-    for model, predicted in out.items():
-        classes = sorted(set(labels) | set(predicted))
-        scores[model] = {"accuracy": float(accuracy_score(labels, predicted)),
-                         "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0))}
+    for model, guess in predicted.items():
+        classes = sorted(set(labels) | set(guess))
+        scores[model] = {"accuracy": float(accuracy_score(labels, guess)),
+                         "macro_f1": float(f1_score(labels, guess, labels=classes, average="macro", zero_division=0))}
     return scores
+
+
+def score(artifacts: Path, texts: list[str], labels: list[str], chunk: int = 256) -> dict[str, dict[str, float]]:
+    """{model: {accuracy, macro_f1}} of every model in `artifacts` on (texts, labels)."""
+    return scores_of(predictions(artifacts, texts, chunk), labels)
+
+
+@dataclass
+class Judgement:
+    """One judged set of rows: each side's best neural model on it, and whether the challenger passes."""
+
+    name: str  # "new test split" | "reference set"
+    rows: int
+    challenger: tuple[str, float]  # (best neural model, its score)
+    champion: tuple[str, float] | None = None
+    p: float | None = None  # McNemar's exact test, the two models' per-row correctness on these rows
+    ok: bool = True
+    reason: str = ""
 
 
 @dataclass
@@ -219,8 +246,9 @@ class Decision:
     promote: bool
     reason: str
     metric: str
-    champion: tuple[str, float] | None = None  # (best neural model, its score)
+    champion: tuple[str, float] | None = None  # (best neural model, its score) on the new test split
     challenger: tuple[str, float] | None = None
+    judgements: list[Judgement] = field(default_factory=list)
 
 
 def best_neural(scores: dict[str, dict[str, float]], metric: str) -> tuple[str, float]:
@@ -228,19 +256,56 @@ def best_neural(scores: dict[str, dict[str, float]], metric: str) -> tuple[str, 
     return name, scores[name][metric]
 
 
-def decide(rule: str, metric: str, tolerance: float, champion: dict | None, challenger: dict) -> Decision:
-    """Promote or not, and why, in one sentence."""
-    new = best_neural(challenger, metric)
+def judge_set(name: str, labels: list[str], metric: str, tolerance: float, significance: float,
+              champion: dict[str, list[str]] | None, challenger: dict[str, list[str]]) -> Judgement:
+    """The challenger passes on these rows unless its best neural model is worse than the champion's by more
+    than `tolerance`, or worse at all with McNemar p < `significance` (a drop too consistent to be noise)."""
+    from flows.report.stats import mcnemar_exact
+
+    new = best_neural(scores_of(challenger, labels), metric)
     if champion is None:
-        return Decision(True, "there is no champion yet (the workspace had no trained models)", metric, None, new)
-    old = best_neural(champion, metric)
+        return Judgement(name, len(labels), new, reason="no champion to compare with")
+    old = best_neural(scores_of(champion, labels), metric)
+    y = np.array(labels, dtype=object)
+    p = mcnemar_exact(np.array(champion[old[0]], dtype=object) == y, np.array(challenger[new[0]], dtype=object) == y)["p"]
     gap = new[1] - old[1]
-    compared = f"challenger {new[0]} {metric} {new[1]:.4f} vs champion {old[0]} {old[1]:.4f} ({gap:+.4f})"
+    said = f"{name} ({len(labels):,} rows): challenger {new[0]} {metric} {new[1]:.4f} vs champion {old[0]} {old[1]:.4f} ({gap:+.4f}, McNemar p {p:.3g})"
+    if gap < -tolerance:
+        return Judgement(name, len(labels), new, old, p, False, f"{said}: worse by more than the tolerance {tolerance}")
+    if gap < 0 and p < significance:
+        return Judgement(name, len(labels), new, old, p, False, f"{said}: worse, and significantly (p < {significance})")
+    return Judgement(name, len(labels), new, old, p, True, f"{said}: not worse beyond the tolerance {tolerance}")
+
+
+def decide(rule: str, metric: str, judgements: list[Judgement]) -> Decision:
+    """Promote or not, and why: the challenger must pass on every judged set (the new test split first)."""
+    first = judgements[0]
+    if first.champion is None:
+        return Decision(True, "there is no champion yet (the workspace had no trained models)", metric, None, first.challenger, judgements)
+    failed = [j for j in judgements if not j.ok]
     if rule == "always":
-        return Decision(True, f"retrain.promote is always; {compared}", metric, old, new)
-    if gap >= -tolerance:
-        return Decision(True, f"{compared}: not worse than the champion by more than the tolerance {tolerance}", metric, old, new)
-    return Decision(False, f"{compared}: worse than the champion by more than the tolerance {tolerance}", metric, old, new)
+        reason = "retrain.promote is always; " + "; ".join(j.reason for j in judgements)
+        return Decision(True, reason, metric, first.champion, first.challenger, judgements)
+    reason = "; ".join(j.reason for j in (failed or judgements))
+    return Decision(not failed, reason, metric, first.champion, first.challenger, judgements)
+
+
+def read_reference(path: Path) -> tuple[list[str], list[str]]:
+    """A labelled file's (texts, labels): csv, tsv, parquet or jsonl with `text` and `label` columns."""
+    readers = {".csv": pl.read_csv, ".tsv": lambda f: pl.read_csv(f, separator="\t"), ".parquet": pl.read_parquet,
+               ".jsonl": pl.read_ndjson, ".ndjson": pl.read_ndjson}
+    if not path.is_file():
+        raise RetrainFailed("compare", f"retrain.reference: {path} does not exist; name a labelled file (text, label columns) "
+                                       "or set it to null to judge on the champion's test split")
+    if path.suffix.lower() not in readers:
+        raise RetrainFailed("compare", f"retrain.reference: {path} is not one of {', '.join(readers)}")
+    df = readers[path.suffix.lower()](path)
+    missing = {"text", "label"} - set(df.columns)
+    if missing or df.height == 0:
+        raise RetrainFailed("compare", f"retrain.reference: {path} needs rows with columns text and label "
+                                       f"(missing: {sorted(missing) or 'none'}, rows: {df.height}); columns: {df.columns}")
+    df = df.select(pl.col("text").cast(pl.String), pl.col("label").cast(pl.String)).drop_nulls()
+    return df["text"].to_list(), df["label"].to_list()
 
 
 def newest_test_split(parquet: Path) -> tuple[list[str], list[str]]:
