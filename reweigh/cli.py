@@ -73,7 +73,7 @@ def list_adapters(
 
     from adapters.base import AdapterError
     from adapters.inspection import describe_adapters
-    from reweigh.params import ParamsError, load_params, parse_assignments
+    from reweigh.params import ParamsError, load_params
 
     console = Console()
     selected, options = None, None
@@ -114,7 +114,7 @@ def validate_dataset(
     from adapters.inspection import load_and_validate, print_report, write_data_docs
     from flows.common import cache_dir
     from reweigh.io import write_json
-    from reweigh.params import ParamsError, load_params
+    from reweigh.params import ParamsError, load_params, parse_assignments
 
     console = Console()
     options: dict = {}
@@ -233,6 +233,27 @@ def retrain_once(
     except FailedRun as exc:  # the challenger was judged and not promoted: the champion stays
         typer.echo(f"retrain: {exc}", err=True)
         raise typer.Exit(3)
+
+
+@app.command("rollback")
+def rollback_command(
+    version: str | None = typer.Argument(None, help="the version to restore, e.g. v0.0.1; default: the one before the champion"),
+    remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote to pull from when the cache lacks it"),
+    workdir: Path = typer.Option(Path("."), "--workdir", help="the project root"),
+) -> None:
+    """Make an earlier promoted version the champion again: its dvc.lock, params.yaml, reports/ and outputs,
+    from git and the DVC cache (or remote), without training; committed, and the champion stage assigned to it."""
+    from flows.retrain.commands import RetrainFailed, workspace_lock
+    from flows.retrain.versions import ARTIFACT, rollback
+
+    root = workdir.resolve()
+    try:
+        with workspace_lock(root, 60):  # never under a running retrain
+            done = rollback(root, version, remote)
+    except RetrainFailed as exc:
+        _fail_plain(exc)
+    typer.echo(f"rollback: {ARTIFACT} {done['version']} is the champion again (was {done['previous']}); "
+               f"restored from {done['restored_from'][:12]}, committed {done['commit'][:12]}. `gto show {ARTIFACT}` lists the versions.")
 
 
 def _fail_plain(exc: Exception) -> NoReturn:

@@ -322,6 +322,8 @@ class RetrainParams(_Strict):
         "a labelled file (csv, tsv, parquet, jsonl with text and label columns) the challenger must not do worse on; "
         "null = the champion's own test split"))
     drift: DriftParams = Field(default_factory=DriftParams)
+    version: bool = Field(True, description=(
+        "commit each promotion (dvc.lock, params.yaml, reports/) and register it as a GTO version, the champion stage"))
 
     @field_validator("cron")
     @classmethod

@@ -12,9 +12,9 @@
        the reference set (the champion's test split), not promoted;
     4. `blocked`: the same batch with retrain.drift.block [label_conflicts]: stopped before training
        (then the bad rows are taken out of the CSV again);
-    5. `override`:  custom parameters (tokenize.vocab_size=20, pull, promote=always): promoted.
-  Then the promoted workspace is committed (as a user accepts a retrain), so the tests after it see an
-  up-to-date project. What each run left is recorded in
+    5. `override`:  custom parameters (tokenize.vocab_size=20, pull, promote=always): promoted;
+    6. `reweigh rollback` (to the version run 1 made), then `after_rollback`: 40 new rows, judged against it.
+  Each promotion is committed and registered as a GTO version by the flow itself. What each run left is recorded in
   `Served.runs` (the flow run, and for `corrupted` a snapshot of workspace and remote before it). The
   e2e, browser, remote and worker tests read what it left. Everything it started is stopped (serve
   first, then the server) when the session ends, also after failures.
@@ -266,6 +266,9 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
 
     write_rows(data, reviews(80, "train", 3) + reviews(20, "test", 4))
     timed("new_data", NEW_DATA_PARAMETERS)
+    served.snapshots["after_new_data"] = {"workspace": snapshot(project.path, (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)),
+                                          "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier", "--json").stdout,
+                                          "head": project.run("git", "rev-parse", "HEAD").stdout.strip()}
     served.snapshots["before_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
     timed("nothing_new", {})
     served.snapshots["after_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
@@ -284,8 +287,14 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     # last, as it changes params for good: custom parameters, forced promotion (a tiny vocabulary)
     served.flow_run = timed("override", RUN_PARAMETERS)
     served.snapshots["after_override"] = {"lock": (project.path / "dvc.lock").read_text()}
-    project.run("git", "add", "-A")  # the promoted retrains accepted into git, as a user would
-    project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "accept the promoted retrains")
+    # the tiny vocabulary was a mistake: back to the version the new rows made, without training
+    served.snapshots["rollback"] = {"cli": project.run(sys.executable, "-m", "reweigh.cli", "rollback").stdout,
+                                    "workspace": snapshot(project.path, (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)),
+                                    "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier").stdout}
+    write_rows(data, reviews(40, "train", 6))  # the next retrain judges against the version rolled back to
+    timed("after_rollback", NEW_DATA_PARAMETERS)
+    project.run("git", "add", "-A")  # anything else the runs left, accepted into git as a user would
+    project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "after the retrains")
 
     served.timings["harness_total_s"] = time.monotonic() - started
     OUTPUT.mkdir(parents=True, exist_ok=True)

@@ -138,3 +138,39 @@ def test_a_blocking_drift_check_stops_the_retrain_before_training(served_retrain
     assert set(steps) == {"check", "drift"}, steps  # seconds, no training
     logs = served_retrain.run_logs(run["id"])
     assert "dvc exp run" not in logs and "drift check label_conflicts failed (block)" in logs
+
+
+def test_a_promotion_is_a_commit_and_a_gto_version_and_rollback_restores_it_byte_for_byte(served_retrain: Served) -> None:
+    project, snaps = served_retrain.project, served_retrain.snapshots
+    after = snaps["after_new_data"]
+    # the new rows' promotion: the champion before it registered first (v0.0.1), then the promotion (v0.0.2)
+    registered = {v["version"]: v["commit_hexsha"] for v in json.loads(after["versions"])}
+    assert set(registered) == {"v0.0.1", "v0.0.2"} and registered["v0.0.2"] == after["head"], registered
+    message = project.run("git", "log", "-1", "--format=%s", after["head"]).stdout
+    assert re.match(r"retrain retrain-[\d-]+: promoted; new test split", message), message
+    changed = project.run("git", "show", "--name-only", "--format=", after["head"]).stdout.split()
+    assert "dvc.lock" in changed and any(f.startswith("reports/") for f in changed), changed
+    markdown = served_retrain.artifact_of(served_retrain.runs["new_data"])
+    assert "- version: `text-classifier@v0.0.2`" in markdown and "`reweigh rollback v0.0.1`" in markdown
+    # rollback from the override's version (v0.0.3) to v0.0.2: the workspace as it was, byte for byte
+    rollback = snaps["rollback"]
+    assert "text-classifier v0.0.2 is the champion again (was v0.0.3)" in rollback["cli"], rollback["cli"]
+    assert rollback["workspace"] == after["workspace"]  # dvc.lock, params.yaml, reports/, data/, artifacts/
+    shown = [line for line in rollback["versions"].splitlines() if "v0.0." in line]
+    assert [("champion" in line) for line in shown if "v0.0.2" in line] == [True], rollback["versions"]
+    # the next retrain judged against v0.0.2: its champion values are v0.0.2's metrics
+    run = served_retrain.runs["after_rollback"]
+    markdown = served_retrain.artifact_of(run)
+    assert "text-classifier@v0.0.2" in markdown or "reweigh rollback v0.0.2" in markdown, markdown[-1500:]
+    old_metrics = json.loads(project.run("git", "show", f"{registered['v0.0.2']}:reports/metrics.json").stdout)
+
+    def value(data: dict, dotted: str):
+        for part in dotted.split("."):
+            data = data[part]
+        return data
+
+    listed = re.findall(r"^\| reports/metrics\.json \| ([^|]+) \| ([^|]+) \|", markdown, re.M)
+    assert listed, markdown
+    for name, old in listed[:20]:
+        if old.strip() != "—":
+            assert float(old) == pytest.approx(value(old_metrics, name.strip()), rel=1e-3), name

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 
 import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is imported)
 from prefect import get_run_logger

@@ -46,7 +46,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from adapters.sources import describe
-from flows.retrain import judge
+from flows.retrain import judge, versions
 from flows.retrain.commands import (LOCK_FILE, RetrainFailed, _logger, collect_overrides, dvc, dvc_json,  # noqa: F401
                                drop_restore_point, failed_stage, git_identity_env, recover_champion, remote_url,
                                save_restore_point, set_param_arg, workspace_lock)
@@ -120,27 +120,26 @@ def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float, 
             reference: str | None) -> dict[str, Any]:
     """What changed (sources, rows, metrics) and the decision: both sides' models scored on the newest test
     split and on the reference set (retrain.reference, else the champion's own test split)."""
-    metrics = judge.metrics_files(workdir)
-    tracked = metrics + [judge.SOURCES]
+    tracked = judge.metrics_files(workdir) + [judge.SOURCES]
     challenger = judge.challenger_side(workdir, judge.experiment_rev(workdir, name), tracked)
     champion = judge.champion_side(workdir, tracked)
-    cache = judge.cache_dir(workdir)
-    new_table = judge.cached_file(workdir, cache, challenger, judge.INGESTED)
-    if new_table is None:
-        raise RetrainFailed("compare", f"the experiment {name} has no {judge.INGESTED} in the DVC cache")
-    old_table = (judge.cached_file(workdir, cache, champion, judge.INGESTED) or workdir / judge.INGESTED) if champion else None
-    sets = {"new test split": judge.newest_test_split(new_table)}
-    if reference:
-        sets["reference set"] = judge.read_reference(workdir / reference)
-    elif old_table is not None and old_table.is_file():
-        sets["reference set"] = judge.newest_test_split(old_table)  # the test rows the champion was judged on
-    texts = [t for rows, _ in sets.values() for t in rows]  # every set predicted in one pass per side
     scratch = workdir / ".dvc" / "tmp" / "reweigh-judge"
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        predicted = {"challenger": judge.predictions(judge.materialise(workdir, cache, challenger, scratch / "challenger"), texts)}
-        champion_models = judge.materialise(workdir, cache, champion, scratch / "champion") if champion else None
+        new_table = judge.ingested_table(workdir, challenger, scratch / "challenger")
+        if new_table is None:
+            raise RetrainFailed("compare", f"the experiment {name} has no {judge.INGESTED} (dvc.api.DVCFileSystem at {challenger.rev})")
+        old_table = judge.ingested_table(workdir, champion, scratch / "champion") if champion else None
+        sets = {"new test split": judge.newest_test_split(new_table)}
+        if reference:
+            sets["reference set"] = judge.read_reference(workdir / reference)
+        elif old_table is not None:
+            sets["reference set"] = judge.newest_test_split(old_table)  # the test rows the champion was judged on
+        texts = [t for rows, _ in sets.values() for t in rows]  # every set predicted in one pass per side
+        predicted = {"challenger": judge.predictions(judge.materialise(workdir, challenger, scratch / "challenger"), texts)}
+        champion_models = judge.materialise(workdir, champion, scratch / "champion") if champion else None
         predicted["champion"] = judge.predictions(champion_models, texts) if champion_models else None
+        rows = judge.data_rows(judge.split_label_counts(old_table), judge.split_label_counts(new_table))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     from flows.sources import changes as source_changes
@@ -159,27 +158,36 @@ def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float, 
         "set_scores": scores,
         "test_rows": len(sets["new test split"][1]),
         "reference": reference or "the champion's test split",
-        "rows": judge.data_rows(judge.split_label_counts(old_table), judge.split_label_counts(new_table)),
+        "rows": rows,
         "sources": source_changes(json.loads(champion.files[judge.SOURCES]) if champion and judge.SOURCES in champion.files else None,
                                   json.loads(challenger.files.get(judge.SOURCES, "{}"))),
-        "metrics": judge.metric_changes(champion, challenger, metrics),
+        "metrics": judge.metric_changes(workdir, challenger),
     }
 
 
-@task(name="promote: dvc exp apply + push", cache_policy=NO_CACHE)
-def promote_challenger(workdir: Path, name: str, push: bool, remote: str | None) -> str | None:
-    """Apply the challenger to the workspace and push it; the remote's URL when pushed.
+@task(name="promote: dvc exp apply + push + version", cache_policy=NO_CACHE)
+def promote_challenger(workdir: Path, name: str, push: bool, remote: str | None, version: bool,
+                       reason: str) -> tuple[str | None, dict[str, str] | None]:
+    """Apply the challenger to the workspace, push it, commit it and register it as a version (GTO);
+    (the remote's URL when pushed, {version, commit, previous} when versioned).
 
-    The champion's files are set aside first, and dropped only once everything succeeded: a run killed in
-    between leaves the restore point, and the next retrain puts the champion back before anything else."""
+    The champion's files are set aside first, and dropped once the promotion is committed: a run killed in
+    between leaves the restore point, and the next retrain puts the champion back before anything else.
+    The champion is committed and registered first when it is not yet a version, so there is one to roll back to."""
+    previous = versions.version_champion(workdir, f"the champion before retrain {name}")[0] if version else None
     save_restore_point(workdir)
     dvc(["exp", "apply", name], workdir, "promote", env=git_identity_env())
     pushed_to = None
     if push:
         dvc(["push", *(["-r", remote] if remote else [])], workdir, "push")
         pushed_to = remote_url(workdir, remote)
+    if not version:
+        drop_restore_point(workdir)
+        return pushed_to, None
+    message = f"retrain {name}: promoted; {reason}"
+    rev = versions.commit(workdir, message)
     drop_restore_point(workdir)
-    return pushed_to
+    return pushed_to, {"version": versions.register(workdir, rev, message), "commit": rev, "previous": previous}
 
 
 def local_copy_paths(workdir: Path, sources: list[str]) -> list[str]:
@@ -289,7 +297,8 @@ def judgement_markdown(result: dict[str, Any]) -> list[str]:
 
 def report_markdown(root: Path, outcome: str, summary: str, news: dict[str, Any], result: dict[str, Any] | None,
                     ran: str | None, name: str | None, overrides: dict[str, Any], rule: str, metric: str, tolerance: float,
-                    pushed_to: str | None, timings: dict[str, float], drift: dict[str, Any] | None = None) -> str:
+                    pushed_to: str | None, timings: dict[str, float], drift: dict[str, Any] | None = None,
+                    version: dict[str, str] | None = None) -> str:
     title = {"promoted": "promoted", "not promoted": "NOT promoted", "nothing new": "nothing new", "blocked": "BLOCKED"}[outcome]
     lines = [f"# Retrain `{flow_run.get_name() or 'local'}`: {title}", "", f"**{summary}**", ""]
     if result:
@@ -326,8 +335,28 @@ def report_markdown(root: Path, outcome: str, summary: str, news: dict[str, Any]
     if ran:
         lines.append(f"- ran: `{ran}` (experiment `{name}`)")
     lines.append(f"- pushed to DVC remote: `{pushed_to}`" if pushed_to else "- not pushed")
+    lines += version_markdown(version, outcome == "promoted")
     lines.append("- steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return "\n".join(lines)
+
+
+def _champion_version(root: Path) -> dict[str, str] | None:
+    """{version} the champion stage is assigned to, when the workspace has versions (a line of the artifact)."""
+    with contextlib.suppress(Exception):
+        found = versions.champion_version(root)
+        return {"version": found} if found else None
+    return None
+
+
+def version_markdown(version: dict[str, str] | None, promoted: bool) -> list[str]:
+    art = versions.ARTIFACT
+    if not version:
+        return [f"- version: none registered (`retrain.version: false`, or no promotion yet): `gto show {art}`"]
+    if not promoted:
+        return [f"- champion: `{art}@{version['version']}` (unchanged; `gto show {art}`)"]
+    back = f"; roll back: `reweigh rollback {version['previous']}`" if version.get("previous") else ""
+    return [f"- version: `{art}@{version['version']}`, commit `{version['commit'][:12]}`, stage `{versions.STAGE}` "
+            f"(`gto show {art}`){back}"]
 
 
 def tag_run(outcome: str) -> None:
@@ -396,7 +425,7 @@ def retrain_flow(
         raise RetrainFailed("setup", f"{root} has no dvc.yaml: pass workdir= the project root")
     timings: dict[str, float] = {}
     step, outcome = "parameters", ""
-    ran = name = pushed_to = result = drift = None
+    ran = name = pushed_to = result = drift = version = None
     try:
         settings = _settings(root)
         rule = promote or settings.promote
@@ -438,7 +467,7 @@ def retrain_flow(
                 outcome = "promoted" if result["decision"].promote else "not promoted"
                 if result["decision"].promote:
                     step, started = "promote", time.perf_counter()
-                    pushed_to = promote_challenger(root, name, push, remote)
+                    pushed_to, version = promote_challenger(root, name, push, remote, settings.version, result["decision"].reason)
                     timings["promote"] = time.perf_counter() - started
     except RetrainFailed as exc:
         _publish_failure(exc, root)
@@ -450,7 +479,8 @@ def retrain_flow(
     summary = summary_line(outcome, result, drift)
     create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=report_markdown(root, outcome, summary, news, result, ran, name, changes, rule, metric, tol, pushed_to, timings, drift),
+        markdown=report_markdown(root, outcome, summary, news, result, ran, name, changes, rule, metric, tol, pushed_to, timings, drift,
+                                 version or _champion_version(root)),
         description=f"Retrain: {summary}",
     )
     tag_run(outcome)
@@ -461,7 +491,7 @@ def retrain_flow(
     out = {"workdir": str(root), "outcome": outcome, "summary": summary, "experiment": name, "command": ran,
            "overrides": changes, "timings": timings, "pushed_to": pushed_to,
            "metrics": [list(m) for m in result["metrics"]] if result else [],
-           "drift": drift}
+           "drift": drift, "version": version}
     if outcome == "blocked":
         return Failed(message=f"blocked: drift check(s) {', '.join(drift['blocked'])} failed (retrain.drift.block); "
                               f"no challenger was trained and the champion stays. The retrain-report artifact shows what was found.")

@@ -18,7 +18,6 @@ reach. The rule (retrain.promote):
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -69,32 +68,12 @@ ARTIFACT_FILES = artifact_files(MODEL_NAMES, BASELINE_NAMES, ensemble=True)  # t
 
 @dataclass
 class Side:
-    """One version of the pipeline's results: its dvc.lock and where to read each output."""
+    """One version of the pipeline's results: its dvc.lock, its git-tracked reports and its revision."""
 
     name: str  # champion | challenger
     lock: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)  # git-tracked outputs (reports/...): path → text
-
-    def md5(self, path: str) -> str | None:
-        for stage in (self.lock.get("stages") or {}).values():
-            for out in stage.get("outs") or []:
-                if out.get("path") == path:
-                    return out.get("md5")
-        return None
-
-
-def cache_dir(workdir: Path) -> Path:
-    result = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=workdir, capture_output=True, text=True, timeout=60)
-    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else workdir / ".dvc" / "cache"
-
-
-def cached_file(workdir: Path, cache: Path, side: Side, path: str) -> Path | None:
-    """Where `path` of this side lies: the DVC cache (by the md5 in its dvc.lock), or None."""
-    md5 = side.md5(path)
-    if not md5:
-        return None
-    found = cache / "files" / "md5" / md5[:2] / md5[2:]
-    return found if found.is_file() else None
+    rev: str | None = None  # a git revision (the experiment's commit); None = the workspace
 
 
 def experiment_rev(workdir: Path, name: str) -> str:
@@ -109,7 +88,7 @@ def experiment_rev(workdir: Path, name: str) -> str:
 def challenger_side(workdir: Path, rev: str, tracked: list[str]) -> Side:
     lock = yaml.safe_load(git(["show", f"{rev}:dvc.lock"], workdir)) or {}
     files = {p: git(["show", f"{rev}:{p}"], workdir, check=False) for p in tracked}
-    return Side("challenger", lock, {p: t for p, t in files.items() if t})
+    return Side("challenger", lock, {p: t for p, t in files.items() if t}, rev)
 
 
 def champion_side(workdir: Path, tracked: list[str]) -> Side | None:
@@ -122,18 +101,33 @@ def champion_side(workdir: Path, tracked: list[str]) -> Side | None:
     return Side("champion", lock, files)
 
 
-def materialise(workdir: Path, cache: Path, side: Side, into: Path) -> Path | None:
-    """Copy this side's tokenizer and models into `into`/artifacts/ (for flows.predict); None if any is missing."""
-    target = into / "artifacts"
-    target.mkdir(parents=True, exist_ok=True)
-    for path in lock_artifact_files(side.lock):
-        source = cached_file(workdir, cache, side, path)
-        if source is None and side.name == "champion" and (workdir / path).is_file():
-            source = workdir / path  # a workspace output not (yet) in the cache
-        if source is None:
+def fetch(workdir: Path, side: Side, paths: tuple[str, ...] | list[str], into: Path) -> dict[str, Path] | None:
+    """Copy `paths` of this side (DVC outputs) into `into`, read through DVC's own file system at the side's
+    revision (`dvc.api.DVCFileSystem`: the workspace, or the cache, or the remote for an experiment);
+    {path: local copy}, or None when any is missing."""
+    from dvc.api import DVCFileSystem
+
+    into.mkdir(parents=True, exist_ok=True)
+    fs = DVCFileSystem(str(workdir), rev=side.rev)
+    out = {}
+    for path in paths:
+        if not fs.isfile(path):
             return None
-        shutil.copyfile(source, target / Path(path).name)
-    return target
+        out[path] = into / Path(path).name
+        fs.get_file(path, str(out[path]))
+    return out
+
+
+def materialise(workdir: Path, side: Side, into: Path) -> Path | None:
+    """This side's tokenizer and models in `into`/artifacts/ (for flows.predict); None if any is missing."""
+    target = into / "artifacts"
+    return target if fetch(workdir, side, lock_artifact_files(side.lock), target) is not None else None
+
+
+def ingested_table(workdir: Path, side: Side, into: Path) -> Path | None:
+    """A local copy of this side's data/ingested.parquet, or None."""
+    found = fetch(workdir, side, [INGESTED], into)
+    return found[INGESTED] if found else None
 
 
 # ---------------------------------------------------------------- what changed
@@ -156,17 +150,8 @@ def data_rows(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]
     return [(s, lab, before.get(s, {}).get(lab, 0), after.get(s, {}).get(lab, 0)) for s, lab in keys]
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix.rstrip("."): data} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 def metrics_files(workdir: Path) -> list[str]:
-    """Every metrics file dvc.yaml declares (templated paths left out)."""
+    """Every metrics file dvc.yaml declares (templated paths left out): the reports a side's git commit holds."""
     spec = yaml.safe_load((workdir / "dvc.yaml").read_text()) or {}
     found: list[str] = []
     for stage in (spec.get("stages") or {}).values():
@@ -177,16 +162,17 @@ def metrics_files(workdir: Path) -> list[str]:
     return found
 
 
-def metric_changes(old: Side | None, new: Side, files: list[str]) -> list[tuple[str, str, Any, Any]]:
-    """(file, metric, old, new) for each metric whose value differs, per file in dvc.yaml's order."""
-    out = []
-    for file in files:
-        before = flatten(json.loads(old.files[file])) if old and file in old.files else {}
-        after = flatten(json.loads(new.files[file])) if file in new.files else {}
-        for name in sorted(set(before) | set(after)):
-            if before.get(name) != after.get(name):
-                out.append((file, name, before.get(name), after.get(name)))
-    return out
+def metric_changes(workdir: Path, challenger: Side) -> list[tuple[str, str, Any, Any]]:
+    """(file, metric, champion's value, challenger's value) for each metric that differs: `dvc metrics diff`
+    between the workspace (the champion) and the experiment's commit, templated metrics files included."""
+    result = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", str(challenger.rev), "--json"], cwd=workdir,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RetrainFailed("compare", f"`dvc metrics diff {challenger.rev} --json` exited {result.returncode}: {result.stderr.strip()[-2000:]}")
+    diff = json.loads(result.stdout or "{}")  # {file: {metric: {old: the experiment's, new: the workspace's}}}
+    return [(file, name, change.get("new"), change.get("old"))
+            for file, metrics in diff.items() for name, change in sorted(metrics.items())
+            if change.get("old") != change.get("new")]
 
 
 # ---------------------------------------------------------------- scoring and the decision
