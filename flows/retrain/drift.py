@@ -14,7 +14,8 @@ so their results read like the ingest stage's validation results, with sample ro
     label_conflicts  new rows whose text, or a near copy of it, is in the old data with another label
 
 A near copy: the Jaccard similarity of the two texts' sets of word trigrams (after clean.steps) is at least
-retrain.drift.near_duplicate ("Re: " put before a 15-word text keeps 13 of its 14 trigrams: 0.93).
+retrain.drift.near_duplicate ("Re: " put before a 15-word text keeps 13 of its 14 trigrams: 0.93); trigrams
+in more than 1% of the old texts (and 50) are left out of both sets: too common to say anything of copying.
 Limits in params.yaml (retrain.drift); a check in retrain.drift.block stops the retrain, the others warn.
 
     python -m flows.retrain.drift [--overrides JSON]   # in the project root: the checks as JSON on stdout
@@ -35,6 +36,7 @@ TOKENIZER = Path("artifacts/tokenizer.json")
 QUANTILES = (0.1, 0.5, 0.9)
 SAMPLE_OLD = 5000  # old rows the unknown-token baseline and the length quantiles are measured on (seeded)
 CHUNK = 1000  # new rows compared with all old ones at a time (bounded memory)
+COMMON_SHARE, COMMON_MIN = 0.01, 50  # a trigram in more old texts than max(50, 1%) is too common to mark a copy
 
 FIXES = {
     "label_shift": ("look at the new rows of the label that grew (a labelling or export bug?); if the shift is real, "
@@ -68,11 +70,20 @@ def nearest_old(new_texts: list[str], old_texts: list[str]) -> tuple[np.ndarray,
     score = np.zeros(len(new_texts), dtype=np.float64)
     if not new_texts or not old_texts:
         return best, score
+    import scipy.sparse as sp
+
     old = trigram_sets(old_texts)  # (M, F)
+    # trigrams in more than 1% of the old texts ("one of the") say nothing about copying and would pair every
+    # text with thousands: both sides drop them, so the product stays sparse on a million documents
+    df = np.bincount(old.indices, minlength=old.shape[1])  # (F,) old texts holding each trigram
+    keep = sp.diags((df <= max(COMMON_MIN, COMMON_SHARE * old.shape[0])).astype(np.float32))  # (F, F)
+    old = (old @ keep).tocsr()
+    old.eliminate_zeros()
     old_sizes = np.asarray(old.sum(axis=1)).ravel()  # (M,)
     old_t = old.T.tocsr()  # (F, M)
     for start in range(0, len(new_texts), CHUNK):
-        new = trigram_sets(new_texts[start:start + CHUNK])  # (n, F)
+        new = (trigram_sets(new_texts[start:start + CHUNK]) @ keep).tocsr()  # (n, F)
+        new.eliminate_zeros()
         new_sizes = np.asarray(new.sum(axis=1)).ravel()  # (n,)
         shared = (new @ old_t).tocoo()  # (n, M): trigrams in common, only for pairs that share one
         if shared.nnz == 0:
