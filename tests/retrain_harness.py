@@ -262,6 +262,10 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
         served.runs[key] = served.run_deployment(parameters, key)
         served.timings[f"{key}_wall_s"] = time.monotonic() - t
         served.timings[f"{key}_run_s"] = served.runs[key].get("total_run_time") or 0.0
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        for artifact in served.artifacts("retrain-report"):  # each run's report, for a person to read
+            if artifact["flow_run_id"] == served.runs[key]["id"]:
+                (OUTPUT / f"retrain-{key}.md").write_text(artifact["data"])
         return served.runs[key]
 
     write_rows(data, reviews(80, "train", 3) + reviews(20, "test", 4))
@@ -286,7 +290,8 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     data.write_bytes(clean)  # the bad rows are taken out
     # last, as it changes params for good: custom parameters, forced promotion (a tiny vocabulary)
     served.flow_run = timed("override", RUN_PARAMETERS)
-    served.snapshots["after_override"] = {"lock": (project.path / "dvc.lock").read_text()}
+    served.snapshots["after_override"] = {"lock": (project.path / "dvc.lock").read_text(),
+                                          "params": (project.path / "params.yaml").read_text()}
     # the tiny vocabulary was a mistake: back to the version the new rows made, without training
     served.snapshots["rollback"] = {"cli": project.run(sys.executable, "-m", "reweigh.cli", "rollback").stdout,
                                     "workspace": snapshot(project.path, (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)),

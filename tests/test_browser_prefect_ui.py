@@ -86,6 +86,8 @@ def _walk_through_the_ui(served_retrain: Served, page) -> None:
     page.get_by_text(re.compile(r"At 03:00 AM|0 3 \* \* \*")).first.wait_for()
     page.get_by_text(rejected["name"]).first.wait_for()
     page.get_by_text("Failed").first.wait_for()
+    page.get_by_text("not-promoted").first.wait_for()  # the outcome tag, in the run list without opening the run
+    page.get_by_text("blocked", exact=True).first.wait_for()
     _shot(page, "2-deployment-schedule-runs")
 
     # the flow run with custom parameters: completed, the DVC steps in its logs
@@ -99,11 +101,12 @@ def _walk_through_the_ui(served_retrain: Served, page) -> None:
     page.get_by_text("Failed", exact=True).first.wait_for()  # red, in the failed-runs views
     _shot(page, "4-rejected-run")
 
-    # its decision artifact: the rule, both sides' scores, the rows added, the metrics that changed
+    # its decision artifact: the rule, both judgements, the drift table, the rows added, the metrics that changed
     artifact = next(a for a in served_retrain.artifacts("retrain-report") if a["flow_run_id"] == rejected["id"])
     page.goto(f"{ui}/artifacts/artifact/{artifact['id']}")
     page.get_by_text(re.compile(r"NOT promoted")).first.wait_for()
-    page.get_by_text(re.compile(r"worse than the champion")).first.wait_for()
+    page.get_by_text(re.compile(r"On the reference set: the challenger FAILS")).first.wait_for()
+    page.get_by_text(re.compile(r"Drift: the champion's data")).first.wait_for()
     page.get_by_text("What changed in the data").first.wait_for()
     artifact_shot = _shot(page, "5-decision-artifact")
 

@@ -47,8 +47,8 @@ def test_override_run_is_an_experiment_promoted_into_the_workspace_and_pushed(se
     assert lock["stages"]["tokenize"]["params"]["params.yaml"]["tokenize"]["vocab_size"] == 20
     assert baseline["stages"]["tokenize"]["params"]["params.yaml"]["tokenize"]["vocab_size"] != 20
     assert lock["stages"]["tokenize"]["outs"] != baseline["stages"]["tokenize"]["outs"]
-    # `dvc exp apply` left the override in the workspace's params.yaml
-    assert yaml.safe_load((project.path / "params.yaml").read_text())["tokenize"]["vocab_size"] == 20
+    # `dvc exp apply` left the override in the workspace's params.yaml (until the rollback after it)
+    assert yaml.safe_load(served_retrain.snapshots["after_override"]["params"])["tokenize"]["vocab_size"] == 20
     experiments = project.dvc("exp", "list", "--all-commits", "--name-only").stdout.split()
     assert len([e for e in experiments if e.startswith("retrain-")]) >= 3, experiments
     markdown = served_retrain.artifact_of(run)
