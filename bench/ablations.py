@@ -34,7 +34,7 @@ from models.pretrained import start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 
 SPLITS = ("train", "val", "test")
-LOOP_KEYS = ("batch_size", "epochs", "lr", "lr_schedule", "lr_decay", "weight_decay", "patience", "grad_clip", "adversarial",
+LOOP_KEYS = ("batch_size", "epochs", "lr", "lr_schedule", "lr_decay", "weight_decay", "patience", "grad_clip",
              "bucketing", "device", "threads")
 
 
@@ -197,7 +197,7 @@ def train_variant(name: str, meta: dict[str, Any], sets: dict[str, TokenSet], sa
     loop |= {"epochs": epochs} if epochs else {}
     loop |= {"threads": threads} if threads is not None else {}
     result = train(model, data["train"], data["val"], LoopConfig(**loop, seed=seed,
-                   embedding_lr_scale=section.get("embedding_lr_scale", 1.0)), log=lambda m: print(f"{name}: {m}", flush=True))
+                   embedding_lr_scale=section.get("embedding_lr_scale", 1.0), adversarial=section.get("adversarial", 0.0)), log=lambda m: print(f"{name}: {m}", flush=True))
     model.load_state_dict(result.best_state)
     dev = setup_torch(device, loop["threads"])
     model.to(dev)

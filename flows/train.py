@@ -113,7 +113,8 @@ def train_flow(name: str) -> str:
     fingerprint = hashlib.sha256(json.dumps(
         [name, model_params.model_dump(), p.pretrain.model_dump(), p.train.model_dump(exclude={"models", "resume", "threads", "device"}),
          p.seed, vocab_size, len(data["train"])], sort_keys=True).encode()).hexdigest()
-    loop = LoopConfig(**p.train.loop_fields(), embedding_lr_scale=model_params.embedding_lr_scale, seed=p.seed,
+    loop = LoopConfig(**p.train.loop_fields(), embedding_lr_scale=model_params.embedding_lr_scale,
+                      adversarial=model_params.adversarial, seed=p.seed,
                       checkpoint=CHECKPOINTS / f"{name}.ckpt", fingerprint=fingerprint)
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     (CHECKPOINTS / ".gitignore").write_text("*\n")  # resumable state, never versioned

@@ -27,7 +27,7 @@ MODELS: dict[str, tuple[type, type[nn.Module]]] = {
 
 def architecture(name: str, section: dict[str, Any]) -> dict[str, Any]:
     """The fields of `model.<name>` that build the model, without the training knobs kept beside them
-    (init, embedding_lr_scale): what `build_model` takes and a checkpoint records."""
+    (init, embedding_lr_scale, adversarial): what `build_model` takes and a checkpoint records."""
     return {k: v for k, v in section.items() if k in {f.name for f in fields(MODELS[name][0])}}
 
 

@@ -87,9 +87,6 @@ class TrainParams(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
     grad_clip: float = Field(1.0, gt=0)
-    adversarial: float = Field(0.0, ge=0, description=(
-        "adversarial training on the token embeddings (Miyato et al. 2017): each review's perturbation, in average "
-        "word-vector lengths; 0 = off. Doubles a training step's cost"))
     bucketing: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
@@ -114,9 +111,14 @@ class TrainParams(_Strict):
         return self.model_dump(exclude={"models"})
 
 
+ADVERSARIAL = ("adversarial training on the token embeddings (Miyato et al. 2017): each review's perturbation, in "
+               "average word-vector lengths; 0 = off. Doubles a training step's cost")
+
+
 class GRUParams(_Strict):
     init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
     embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
+    adversarial: float = Field(0.0, ge=0, description=ADVERSARIAL)
     embedding_dim: int = Field(128, ge=1)
     hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(1, ge=1)
@@ -147,6 +149,7 @@ class CNNParams(_Strict):
     """A Kim-style text CNN (models/cnn.py); trained when train.models lists it (or: python -m flows.train cnn)."""
     init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
     embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
+    adversarial: float = Field(0.0, ge=0, description=ADVERSARIAL)
     embedding_dim: int = Field(64, ge=1)
     embedding_dropout: float = Field(0.0, ge=0, lt=1, description="share of token vectors dropped while training")
     widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1, description="kernel widths, one convolution each")
@@ -164,6 +167,7 @@ class TransformerParams(_Strict):
     """A small encoder-only Transformer (models/transformer.py); trained when train.models lists it."""
     init: Literal["pretrained", "random"] = Field("pretrained", description="embedding from the pretrain stage, or random")
     embedding_lr_scale: float = Field(1.0, ge=0, description="the embedding's learning rate = train.lr x this; 0 freezes it")
+    adversarial: float = Field(0.0, ge=0, description=ADVERSARIAL)
     embedding_dim: int = Field(64, ge=1, description="also the model width D; heads must divide it")
     embedding_dropout: float = Field(0.0, ge=0, lt=1, description="share of token vectors dropped while training")
     layers: int = Field(2, ge=1)

@@ -5,15 +5,16 @@
   CSV at data/raw/reviews.csv, untracked (the table adapter, with a split column), a temp DVC remote, its baseline `dvc repro` +
   `dvc push` + git commit, then `reweigh serve`, and five runs of the deployment started through the REST
   API, each waited for:
-    1. `new_data`:  100 rows appended to the CSV: the challenger is judged and promoted;
-    2. `nothing_new`: no change: ends in seconds without a challenger;
-    3. `corrupted`: one bad batch, 600 rows (100 of them test) that copy old negative reviews with "Re: " before them
-       and the label pos: the drift checks warn (label shift, label conflicts), the challenger is worse on
-       the reference set (the champion's test split), not promoted;
-    4. `blocked`: the same batch with retrain.drift.block [label_conflicts]: stopped before training
-       (then the bad rows are taken out of the CSV again);
-    5. `override`:  custom parameters (tokenize.vocab_size=20, pull, promote=always): promoted;
-    6. `reweigh rollback` (to the version run 1 made), then `after_rollback`: 40 new rows, judged against it.
+    1. `new_data`:  100 rows appended to the CSV: the challenger is judged and promoted (v0.0.2; the
+       committed baseline is registered first, v0.0.1);
+    2. `override`:  custom parameters (tokenize.vocab_size=20, pull, promote=always): promoted (v0.0.3);
+       then `reweigh rollback` back to v0.0.2, without training;
+    3. `nothing_new`: no change: ends in seconds without a challenger (the rolled-back workspace is whole);
+    4. `corrupted`: one bad batch, 600 rows (100 of them test) that copy old negative reviews with "Re: "
+       before them and the label pos: the drift checks warn (label shift, label conflicts), the challenger,
+       judged against v0.0.2, is worse on the reference set (the champion's test split): not promoted;
+    5. `blocked`: the same batch with retrain.drift.block [label_conflicts]: stopped before training
+       (then the bad rows are taken out of the CSV again).
   Each promotion is committed and registered as a GTO version by the flow itself. What each run left is recorded in
   `Served.runs` (the flow run, and for `corrupted` a snapshot of workspace and remote before it). The
   e2e, browser, remote and worker tests read what it left. Everything it started is stopped (serve
@@ -273,11 +274,20 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     served.snapshots["after_new_data"] = {"workspace": snapshot(project.path, (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)),
                                           "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier", "--json").stdout,
                                           "head": project.run("git", "rev-parse", "HEAD").stdout.strip()}
+    # custom parameters, forced promotion (a tiny vocabulary)
+    served.flow_run = timed("override", RUN_PARAMETERS)
+    served.snapshots["after_override"] = {"lock": (project.path / "dvc.lock").read_text(),
+                                          "params": (project.path / "params.yaml").read_text()}
+    # the tiny vocabulary was a mistake: back to the version the new rows made, without training
+    champion = (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)  # everything but the data file
+    served.snapshots["rollback"] = {"cli": project.run(sys.executable, "-m", "reweigh.cli", "rollback").stdout,
+                                    "workspace": snapshot(project.path, champion),
+                                    "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier").stdout}
+    # the rolled-back workspace is whole: nothing new, nothing to rerun
     served.snapshots["before_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
     timed("nothing_new", {})
     served.snapshots["after_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
-    # the champion's state: everything but the data file, which the corrupted rows are appended to
-    champion = (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)
+    # a bad batch, judged against the version rolled back to
     served.snapshots["before_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote)}
     clean = data.read_bytes()
     write_rows(data, flipped_copies(data, 600))
@@ -288,16 +298,6 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     served.snapshots["after_blocked"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote),
                                          "exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
     data.write_bytes(clean)  # the bad rows are taken out
-    # last, as it changes params for good: custom parameters, forced promotion (a tiny vocabulary)
-    served.flow_run = timed("override", RUN_PARAMETERS)
-    served.snapshots["after_override"] = {"lock": (project.path / "dvc.lock").read_text(),
-                                          "params": (project.path / "params.yaml").read_text()}
-    # the tiny vocabulary was a mistake: back to the version the new rows made, without training
-    served.snapshots["rollback"] = {"cli": project.run(sys.executable, "-m", "reweigh.cli", "rollback").stdout,
-                                    "workspace": snapshot(project.path, (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)),
-                                    "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier").stdout}
-    write_rows(data, reviews(40, "train", 6))  # the next retrain judges against the version rolled back to
-    timed("after_rollback", NEW_DATA_PARAMETERS)
     project.run("git", "add", "-A")  # anything else the runs left, accepted into git as a user would
     project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "after the retrains")
 

@@ -158,8 +158,8 @@ def test_a_promotion_is_a_commit_and_a_gto_version_and_rollback_restores_it_byte
     assert rollback["workspace"] == after["workspace"]  # dvc.lock, params.yaml, reports/, data/, artifacts/
     shown = [line for line in rollback["versions"].splitlines() if "v0.0." in line]
     assert [("champion" in line) for line in shown if "v0.0.2" in line] == [True], rollback["versions"]
-    # the next retrain judged against v0.0.2: its champion values are v0.0.2's metrics
-    run = served_retrain.runs["after_rollback"]
+    # the next retrain (the bad batch) judged against v0.0.2: its champion values are v0.0.2's metrics
+    run = served_retrain.runs["corrupted"]
     markdown = served_retrain.artifact_of(run)
     assert "text-classifier@v0.0.2" in markdown or "reweigh rollback v0.0.2" in markdown, markdown[-1500:]
     old_metrics = json.loads(project.run("git", "show", f"{registered['v0.0.2']}:reports/metrics.json").stdout)
