@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import reweigh  # noqa: F401  (offline, quiet library defaults before prefect is imported)
 import argparse
+import functools
 import json
 import pickle
 import sys
@@ -28,14 +29,16 @@ from flows.clean import clean_texts
 from flows.common import ARTIFACTS
 from flows.tokenize import encode
 from models import MODELS, build_model
-from models.batching import TokenSet
+from models.batching import TokenSet, sorted_batches
 from models.gru import padding_mask
+from models.train_loop import predict_proba as score_ids
 from reweigh.params import BASELINE_NAMES, ENSEMBLE
 
 TOKENIZER = ARTIFACTS / "tokenizer.json"
 # Any model a run can train (params.yaml train.models and baseline.models pick which are), and the ensemble.
 MODEL_CHOICES = ("gru_attention", *(m for m in MODELS if m != "gru_attention"), *BASELINE_NAMES, ENSEMBLE)
 ATTENTION_MODELS = ("gru_attention", "transformer")  # the models with weights over the tokens to show
+BATCH = 128  # texts a forward pass scores at once, sorted by length
 
 
 def forward_with_weights(net: torch.nn.Module, name: str, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -71,6 +74,26 @@ def load_model(name: str, artifacts: Path = ARTIFACTS) -> tuple[torch.nn.Module,
     return model.eval(), ckpt
 
 
+def _stamp(*paths: Path) -> tuple:
+    """What identifies these files' current contents cheaply: a new model written in place reloads."""
+    stats = [p.stat() for p in paths]
+    return tuple((str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats))
+
+
+@functools.lru_cache(maxsize=16)
+def _loaded(name: str, artifacts: str, stamp: tuple) -> tuple[torch.nn.Module, dict[str, Any], Tokenizer]:
+    net, ckpt = load_model(name, Path(artifacts))
+    return net, ckpt, Tokenizer.from_file(str(Path(artifacts) / TOKENIZER.name))
+
+
+def loaded(name: str, artifacts: Path = ARTIFACTS) -> tuple[torch.nn.Module, dict[str, Any], Tokenizer]:
+    """The model, its checkpoint and the tokenizer, loaded once per process (again when a file changes)."""
+    path = artifacts / f"{name}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: train it first (dvc repro train@{name})")
+    return _loaded(name, str(artifacts), _stamp(path, artifacts / TOKENIZER.name))
+
+
 def token_strings(tok: Tokenizer, ids: list[int]) -> list[str]:
     """Readable tokens: BPE's word-start marker dropped."""
     return [(tok.id_to_token(i) or "?").replace("▁", "") or "▁" for i in ids]
@@ -78,22 +101,25 @@ def token_strings(tok: Tokenizer, ids: list[int]) -> list[str]:
 
 def predict(texts: list[str], model: str = "gru_attention", top_k: int = 8, artifacts: Path = ARTIFACTS) -> list[dict]:
     """Label and class probabilities for each text; `top_tokens` (token, weight) for the attention models."""
-    if model in BASELINE_NAMES or model == ENSEMBLE:
+    if model not in ATTENTION_MODELS:
         probs, labels = predict_proba(texts, model, artifacts)
         return [_row(t, p, labels) for t, p in zip(texts, probs)]
-    probs, labels, extra = _predict_neural(texts, model, artifacts)
-    out = []
-    for i, text in enumerate(texts):
-        row = _row(text, probs[i], labels)
-        if extra is not None:
-            weights, lengths, batch_ids, tok = extra
-            n = int(lengths[i])
-            w = weights[i, :n]
-            tokens = token_strings(tok, batch_ids[i, :n].tolist())
+    net, ckpt, tok = loaded(model, artifacts)
+    data = _encode(texts, ckpt, tok)
+    out: list[dict | None] = [None] * len(texts)
+    for idx in sorted_batches(data.lengths, BATCH):  # similar lengths together: little padding
+        ids, lengths, _ = data.batch(idx)
+        with torch.inference_mode():
+            logits, weights = forward_with_weights(net, model, ids, lengths)  # (B, C), (B, T)
+            probs = torch.softmax(logits.float(), dim=-1)  # (B, C)
+        for row, i in enumerate(idx):
+            n = int(lengths[row])
+            w = weights[row, :n]
+            tokens = token_strings(tok, ids[row, :n].tolist())
             top = torch.argsort(w, descending=True)[:top_k].tolist()
-            row["top_tokens"] = [{"token": tokens[j], "position": j, "weight": round(float(w[j]), 4)} for j in top]
-        out.append(row)
-    return out
+            out[i] = _row(texts[i], probs[row], ckpt["labels"]) | {
+                "top_tokens": [{"token": tokens[j], "position": j, "weight": round(float(w[j]), 4)} for j in top]}
+    return out  # type: ignore[return-value]
 
 
 def predict_proba(texts: list[str], model: str, artifacts: Path = ARTIFACTS) -> tuple[np.ndarray, list[str]]:
@@ -102,8 +128,8 @@ def predict_proba(texts: list[str], model: str, artifacts: Path = ARTIFACTS) -> 
         return _predict_ensemble(texts, artifacts)
     if model in BASELINE_NAMES:
         return _predict_baseline(texts, model, artifacts)
-    probs, labels, _ = _predict_neural(texts, model, artifacts)
-    return probs.numpy().astype(np.float64), labels
+    probs, labels = _predict_neural(texts, model, artifacts)
+    return probs.astype(np.float64), labels
 
 
 def _row(text: str, probs, labels: list[str]) -> dict:
@@ -111,27 +137,32 @@ def _row(text: str, probs, labels: list[str]) -> dict:
             "probabilities": {label: round(float(probs[c]), 4) for c, label in enumerate(labels)}}
 
 
-def _predict_neural(texts: list[str], model: str, artifacts: Path) -> tuple[torch.Tensor, list[str], tuple | None]:
-    """Probabilities (N, C), labels and, for the attention models, (weights (N, T), lengths (N,), ids (N, T), tokenizer)."""
-    net, ckpt = load_model(model, artifacts)
-    tok = Tokenizer.from_file(str(artifacts / TOKENIZER.name))
+def _encode(texts: list[str], ckpt: dict[str, Any], tok: Tokenizer) -> TokenSet:
+    """The texts cleaned, tokenized and cut as the model was trained (its checkpoint records how)."""
     cleaned = clean_texts(texts, ckpt["clean_steps"])
-    cut = ckpt["tokenize"]  # as the model was trained; a checkpoint from before `truncation` kept the head
-    ids = encode(tok, cleaned, cut["kind"], cut["max_length"], truncation=cut.get("truncation", "head"),
-                 head_share=cut.get("head_share", 0.5))
-    data = TokenSet.from_lists(ids)
-    batch_ids, lengths, _ = data.batch(list(range(len(data))))
-    with torch.no_grad():
-        logits, weights = forward_with_weights(net, model, batch_ids, lengths)  # (N, C), (N, T) or None
-        probs = torch.softmax(logits, dim=-1)  # (N, C)
-    return probs, ckpt["labels"], None if weights is None else (weights, lengths, batch_ids, tok)
+    cut = ckpt["tokenize"]  # a checkpoint from before `truncation` kept the head
+    return TokenSet.from_lists(encode(tok, cleaned, cut["kind"], cut["max_length"], truncation=cut.get("truncation", "head"),
+                                      head_share=cut.get("head_share", 0.5)))
+
+
+def _predict_neural(texts: list[str], model: str, artifacts: Path) -> tuple[np.ndarray, list[str]]:
+    """Probabilities (N, C) and labels: the model and tokenizer loaded once, batches of similar length, no
+    attention weights asked for (so the fused attention kernel runs), under torch.inference_mode."""
+    net, ckpt, tok = loaded(model, artifacts)
+    with torch.inference_mode():
+        return score_ids(net, _encode(texts, ckpt, tok), BATCH // 2), ckpt["labels"]
+
+
+@functools.lru_cache(maxsize=8)
+def _baseline(path: str, stamp: tuple) -> dict[str, Any]:
+    return pickle.loads(Path(path).read_bytes())
 
 
 def _predict_baseline(texts: list[str], name: str, artifacts: Path) -> tuple[np.ndarray, list[str]]:
     path = artifacts / f"{name}.pkl"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: fit it first (dvc repro baseline@{name})")
-    saved = pickle.loads(path.read_bytes())
+    saved = _baseline(str(path), _stamp(path))  # unpickled once per process
     return saved["pipeline"].predict_proba(clean_texts(texts, saved["clean_steps"])), saved["labels"]
 
 

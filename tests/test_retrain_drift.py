@@ -96,3 +96,11 @@ def test_copies_with_the_same_label_are_duplicates_not_conflicts(old, tokenizer)
     assert not checks["duplicates"]["ok"] and checks["duplicates"]["value"] == 1.0
     assert checks["label_conflicts"]["ok"]
     assert checks["duplicates"]["sample_rows"][0]["copy_of"] is not None
+
+
+def test_a_row_appended_again_is_a_new_row_that_copies_an_old_one(old, tokenizer) -> None:
+    again = old.head(30).with_columns(pl.Series("id", [str(2000 + i) for i in range(30)]))  # the same 30 rows twice
+    found = check(old, pl.concat([old, again]), DriftParams(duplicates=0.5), STEPS, tokenizer, "word", "x")
+    assert found["measured"]["new_rows"] == 30
+    duplicates = {c["check"]: c for c in found["checks"]}["duplicates"]
+    assert duplicates["value"] == 1.0 and not duplicates["ok"]

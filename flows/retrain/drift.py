@@ -3,7 +3,7 @@
 The champion's data is the workspace's data/ingested.parquet and artifacts/tokenizer.json (what the
 models in use were trained on); the new data is what the ingest stage would make of the sources now, made
 in memory with the stage's own code (flows/ingest.py `prepare`: validation, dedupe, splits). New rows are
-the labelled rows whose (text, label) the old data does not have. Five checks, each a Great Expectations
+the labelled rows whose (text, label) the old data does not have (or has fewer times). Five checks, each a Great Expectations
 expectation on columns computed here in polars (as the data-hygiene checks in adapters/hygiene.py are),
 so their results read like the ingest stage's validation results, with sample rows and what to change:
 
@@ -123,8 +123,13 @@ def helper_frame(old: pl.DataFrame, new: pl.DataFrame, clean_steps: list[str], t
 
     old = old.filter(pl.col("split") != "unsup").select("id", "text", "label")
     new = new.filter(pl.col("split") != "unsup").select("id", "text", "label", "split")
-    new = new.join(old.select("text", "label").unique().with_columns(pl.lit("old").alias("batch")), on=["text", "label"],
-                   how="left", maintain_order="left").with_columns(pl.col("batch").fill_null("new"))
+    # a row is old while the old data has as many rows with its text and label: a copy appended again is new
+    seen = old.group_by("text", "label").len("old_copies")
+    new = (new.with_columns(pl.int_range(pl.len()).over("text", "label").alias("_nth"))
+           .join(seen, on=["text", "label"], how="left", maintain_order="left", nulls_equal=True)
+           .with_columns(pl.when(pl.col("_nth") < pl.col("old_copies").fill_null(0)).then(pl.lit("old")).otherwise(pl.lit("new"))
+                         .alias("batch"))
+           .drop("_nth", "old_copies"))
     fresh = new.filter(pl.col("batch") == "new")
     old_clean = clean_frame(old.select("text"), clean_steps)["text"].fill_null("").to_list()
     fresh_clean = clean_frame(fresh.select("text"), clean_steps)["text"].fill_null("").to_list()
