@@ -188,6 +188,11 @@ def flipped_copies(path: Path, n: int, label: str = "neg", to: str = "pos", pref
     return [(f"{prefix}{texts[i % len(texts)]}", to, "test" if i % 6 == 5 else "train") for i in range(n)]  # 1 in 6 in test
 
 
+def experiments(project: Project) -> list[str]:
+    """The DVC experiments the project has, by name (`dvc exp list` orders them by commit, not stably)."""
+    return sorted(project.dvc("exp", "list", "--all-commits", "--name-only").stdout.split())
+
+
 def write_rows(path: Path, rows: list[tuple[str, str, str]], mode: str = "a") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, mode, newline="") as fh:
@@ -284,19 +289,19 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
                                     "workspace": snapshot(project.path, champion),
                                     "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier").stdout}
     # the rolled-back workspace is whole: nothing new, nothing to rerun
-    served.snapshots["before_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
+    served.snapshots["before_nothing_new"] = {"exps": experiments(project)}
     timed("nothing_new", {})
-    served.snapshots["after_nothing_new"] = {"exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
+    served.snapshots["after_nothing_new"] = {"exps": experiments(project)}
     # a bad batch, judged against the version rolled back to
     served.snapshots["before_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote)}
     clean = data.read_bytes()
     write_rows(data, flipped_copies(data, 600))
     timed("corrupted", {})
     served.snapshots["after_corrupted"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote),
-                                           "exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
+                                           "exps": experiments(project)}
     timed("blocked", BLOCK_PARAMETERS)
     served.snapshots["after_blocked"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote),
-                                         "exps": project.dvc("exp", "list", "--all-commits", "--name-only").stdout}
+                                         "exps": experiments(project)}
     data.write_bytes(clean)  # the bad rows are taken out
     project.run("git", "add", "-A")  # anything else the runs left, accepted into git as a user would
     project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "after the retrains")
