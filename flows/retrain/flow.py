@@ -144,18 +144,16 @@ def compare(workdir: Path, name: str, rule: str, metric: str, tolerance: float, 
         shutil.rmtree(scratch, ignore_errors=True)
     from flows.sources import changes as source_changes
 
-    judgements, scores, start = [], {}, 0
+    judgements, start = [], 0
     for set_name, (_, labels) in sets.items():
         part = {side: {m: p[start:start + len(labels)] for m, p in found.items()} if found else None
                 for side, found in predicted.items()}
         start += len(labels)
         judgements.append(judge.judge_set(set_name, labels, metric, tolerance, significance, part["champion"], part["challenger"]))
-        scores[set_name] = {side: judge.scores_of(found, labels) if found else None for side, found in part.items()}
     decision = judge.decide(rule, metric, judgements)
     return {
         "decision": decision,
-        "scores": scores["new test split"],
-        "set_scores": scores,
+        "scores": judgements[0].scores,
         "test_rows": len(sets["new test split"][1]),
         "reference": reference or "the champion's test split",
         "rows": rows,
@@ -286,9 +284,8 @@ def judgement_markdown(result: dict[str, Any]) -> list[str]:
         verdict = "passes" if j.ok else "FAILS"
         lines += [f"### On the {j.name}: the challenger {verdict}", "", f"- {j.reason}", "",
                   "| model | champion accuracy | champion macro F1 | challenger accuracy | challenger macro F1 |", "|---|---|---|---|---|"]
-        scores = result["set_scores"][j.name]
-        champ = scores["champion"] or {}
-        for model, s in scores["challenger"].items():
+        champ = j.scores["champion"] or {}
+        for model, s in j.scores["challenger"].items():
             c = champ.get(model, {})
             lines.append(f"| {model} | {_num(c.get('accuracy'))} | {_num(c.get('macro_f1'))} | {_num(s['accuracy'])} | {_num(s['macro_f1'])} |")
         lines.append("")

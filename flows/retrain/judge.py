@@ -225,6 +225,7 @@ class Judgement:
     p: float | None = None  # McNemar's exact test, the two models' per-row correctness on these rows
     ok: bool = True
     reason: str = ""
+    scores: dict[str, Any] = field(default_factory=dict)  # {champion | challenger: {model: {accuracy, macro_f1}} or None}
 
 
 @dataclass
@@ -248,19 +249,20 @@ def judge_set(name: str, labels: list[str], metric: str, tolerance: float, signi
     than `tolerance`, or worse at all with McNemar p < `significance` (a drop too consistent to be noise)."""
     from flows.report.stats import mcnemar_exact
 
-    new = best_neural(scores_of(challenger, labels), metric)
+    scores = {"champion": scores_of(champion, labels) if champion else None, "challenger": scores_of(challenger, labels)}
+    new = best_neural(scores["challenger"], metric)
     if champion is None:
-        return Judgement(name, len(labels), new, reason="no champion to compare with")
-    old = best_neural(scores_of(champion, labels), metric)
+        return Judgement(name, len(labels), new, reason="no champion to compare with", scores=scores)
+    old = best_neural(scores["champion"], metric)
     y = np.array(labels, dtype=object)
     p = mcnemar_exact(np.array(champion[old[0]], dtype=object) == y, np.array(challenger[new[0]], dtype=object) == y)["p"]
     gap = new[1] - old[1]
     said = f"{name} ({len(labels):,} rows): challenger {new[0]} {metric} {new[1]:.4f} vs champion {old[0]} {old[1]:.4f} ({gap:+.4f}, McNemar p {p:.3g})"
     if gap < -tolerance:
-        return Judgement(name, len(labels), new, old, p, False, f"{said}: worse by more than the tolerance {tolerance}")
+        return Judgement(name, len(labels), new, old, p, False, f"{said}: worse by more than the tolerance {tolerance}", scores)
     if gap < 0 and p < significance:
-        return Judgement(name, len(labels), new, old, p, False, f"{said}: worse, and significantly (p < {significance})")
-    return Judgement(name, len(labels), new, old, p, True, f"{said}: not worse beyond the tolerance {tolerance}")
+        return Judgement(name, len(labels), new, old, p, False, f"{said}: worse, and significantly (p < {significance})", scores)
+    return Judgement(name, len(labels), new, old, p, True, f"{said}: not worse beyond the tolerance {tolerance}", scores)
 
 
 def decide(rule: str, metric: str, judgements: list[Judgement]) -> Decision:

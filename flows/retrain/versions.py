@@ -41,7 +41,7 @@ def gto(args: list[str], workdir: Path, step: str) -> str:
 
 
 def versions(workdir: Path) -> list[dict[str, Any]]:
-    """Every registered version, newest first: {version, commit, created_at, champion (bool)}."""
+    """Every registered version, newest first: {version, commit, created_at}."""
     result = subprocess.run([sys.executable, "-m", "gto.cli", "show", ARTIFACT, "--json"], cwd=workdir, capture_output=True,
                             text=True, timeout=300)
     if result.returncode != 0:
@@ -49,10 +49,8 @@ def versions(workdir: Path) -> list[dict[str, Any]]:
             return []  # none registered yet
         raise RetrainFailed("versions", f"`gto show {ARTIFACT} --json` exited {result.returncode}: "
                                         f"{(result.stderr or result.stdout).strip()[-2000:]}")
-    rows = json.loads(result.stdout or "[]")
-    champion = champion_version(workdir)
-    return [{"version": r["version"], "commit": r["commit_hexsha"], "created_at": r.get("created_at"),
-             "champion": r["version"] == champion} for r in rows]
+    return [{"version": r["version"], "commit": r["commit_hexsha"], "created_at": r.get("created_at")}
+            for r in json.loads(result.stdout or "[]")]
 
 
 def champion_version(workdir: Path) -> str | None:
