@@ -239,6 +239,30 @@ def test_predict_shows_label_probabilities_and_attended_tokens(three_class):
     assert missing.returncode != 0
 
 
+def test_predict_loads_once_matches_the_pipeline_and_reloads_a_new_model(three_class):
+    import os
+
+    import numpy as np
+    import polars as pl
+
+    from flows.predict import loaded, predict_proba
+
+    art = three_class.path / "artifacts"
+    ingested = pl.read_parquet(three_class.path / "data" / "ingested.parquet").filter(pl.col("split") == "test").sort("id")
+    piped = pl.read_parquet(three_class.path / "data" / "predictions" / "gru_attention.parquet").filter(
+        pl.col("split") == "test").sort("id")
+    assert ingested["id"].to_list() == piped["id"].to_list()
+    probs, labels = predict_proba(ingested["text"].to_list(), "gru_attention", art)  # raw text, as a user sends it
+    assert np.allclose(probs, piped.select([f"prob_{c}" for c in range(len(labels))]).to_numpy(), atol=1e-5)
+    first = loaded("gru_attention", art)
+    assert loaded("gru_attention", art)[0] is first[0]  # loaded once per process
+    model = art / "gru_attention.pt"
+    fresh = model.with_suffix(".new")
+    fresh.write_bytes(model.read_bytes())
+    os.replace(fresh, model)  # a new file in its place, as a promotion writes it
+    assert loaded("gru_attention", art)[0] is not first[0]
+
+
 @pytest.mark.slow
 def test_thresholds_are_chosen_on_validation_never_on_test(three_class, tmp_path):
     """Only the test rows of every prediction file change (labels and probabilities); the report, rerun on its
