@@ -211,8 +211,9 @@ def check(old: pl.DataFrame, new: pl.DataFrame, limits: Any, clean_steps: list[s
     from adapters.expectations import run_suite
 
     frame, measured = helper_frame(old, new, clean_steps, tokenizer_file, kind, limits.near_duplicate)
-    results = run_suite(frame, expectations(measured, limits), f"{dataset}_drift".replace(" ", "_"))
-    words = {e.meta["words"]: e.meta["check"] for e in expectations(measured, limits)}
+    suite = expectations(measured, limits)
+    results = run_suite(frame, suite, f"{dataset}_drift".replace(" ", "_"))
+    ran = {e.meta["check"] for e in suite}
     checks: dict[str, dict[str, Any]] = {}
     rows = {"duplicates": int(frame["copy_of"].is_not_null().sum()) if "copy_of" in frame.columns else 0,
             "label_conflicts": int(frame["conflicts_with"].is_not_null().sum()) if "conflicts_with" in frame.columns else 0}
@@ -226,7 +227,7 @@ def check(old: pl.DataFrame, new: pl.DataFrame, limits: Any, clean_steps: list[s
             entry["ok"] = False
             entry["found"].append(result.describe().split(": ", 1)[-1])
             entry["sample_rows"] += result.sample_rows
-    out = [checks[name] for name in FIXES if name in words.values() or name == "label_shift"]
+    out = [checks[name] for name in FIXES if name in ran or name == "label_shift"]
     blocked = [c["check"] for c in out if not c["ok"] and c["action"] == "block"]
     return {"checks": out, "blocked": blocked, "warned": [c["check"] for c in out if not c["ok"] and c["action"] == "warn"],
             "measured": {k: v for k, v in measured.items() if k != "old_share"}}

@@ -31,10 +31,15 @@ STAGE = "champion"
 FILES = ("dvc.lock", "params.yaml", "reports")  # what a version's commit holds besides code
 
 
+def _gto(args: list[str], workdir: Path) -> subprocess.CompletedProcess:
+    """`gto ARGS` (GTO comes with DVC) as it ran, whatever its exit code."""
+    return subprocess.run([sys.executable, "-m", "gto.cli", *args], cwd=workdir, capture_output=True, text=True,
+                          timeout=300, env=git_identity_env())
+
+
 def gto(args: list[str], workdir: Path, step: str) -> str:
-    """`gto ARGS` (GTO comes with DVC), its stdout; a failure raises RetrainFailed naming the step."""
-    result = subprocess.run([sys.executable, "-m", "gto.cli", *args], cwd=workdir, capture_output=True, text=True,
-                            timeout=300, env=git_identity_env())
+    """`gto ARGS`, its stdout; a failure raises RetrainFailed naming the step."""
+    result = _gto(args, workdir)
     if result.returncode != 0:
         raise RetrainFailed(step, f"`gto {' '.join(args)}` exited {result.returncode}: {(result.stderr or result.stdout).strip()[-2000:]}")
     return result.stdout
@@ -42,21 +47,19 @@ def gto(args: list[str], workdir: Path, step: str) -> str:
 
 def versions(workdir: Path) -> list[dict[str, Any]]:
     """Every registered version, newest first: {version, commit, created_at}."""
-    result = subprocess.run([sys.executable, "-m", "gto.cli", "show", ARTIFACT, "--json"], cwd=workdir, capture_output=True,
-                            text=True, timeout=300)
+    result = _gto(["show", ARTIFACT, "--json"], workdir)
     if result.returncode != 0:
         if "Cannot find artifact" in result.stdout + result.stderr:
             return []  # none registered yet
         raise RetrainFailed("versions", f"`gto show {ARTIFACT} --json` exited {result.returncode}: "
                                         f"{(result.stderr or result.stdout).strip()[-2000:]}")
-    return [{"version": r["version"], "commit": r["commit_hexsha"], "created_at": r.get("created_at")}
-            for r in json.loads(result.stdout or "[]")]
+    rows = json.loads(result.stdout or "[]")
+    return [{"version": r["version"], "commit": r["commit_hexsha"], "created_at": r.get("created_at")} for r in rows]
 
 
 def champion_version(workdir: Path) -> str | None:
     """The version the champion stage is assigned to, or None."""
-    result = subprocess.run([sys.executable, "-m", "gto.cli", "show", f"{ARTIFACT}#{STAGE}", "--ref"], cwd=workdir,
-                            capture_output=True, text=True, timeout=300)
+    result = _gto(["show", f"{ARTIFACT}#{STAGE}", "--ref"], workdir)
     found = re.search(r"@(v[\w.+-]+)", result.stdout) if result.returncode == 0 else None
     return found.group(1) if found else None
 
