@@ -25,20 +25,51 @@ def version() -> None:
 @app.command("predict")
 def predict_command(
     texts: list[str] = typer.Argument(None, help="texts to classify"),
-    file: Path = typer.Option(None, "--file", "-f", help="a file with one text per line"),
+    file: Path = typer.Option(None, "--file", "-f", help="a .txt file (one text per line), or a table to score in bulk: .csv, .tsv, .parquet, .jsonl"),
+    text_column: str = typer.Option("text", "--text-column", help="bulk: the table's text column"),
+    out: Path = typer.Option(None, "--out", "-o", help="bulk: write the table with predictions here (.parquet, .csv, .tsv, .jsonl)"),
+    batch_rows: int = typer.Option(4096, "--batch-rows", help="bulk: rows read, scored and written at a time"),
     model: str = typer.Option("gru_attention", "--model", "-m", help="gru_attention, gru, cnn, transformer (when trained), a baseline (tfidf_lr, nbsvm) or ensemble"),
     top: int = typer.Option(8, "--top", help="tokens to show for the attention model"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of readable lines"),
 ) -> None:
-    """Classify text with the trained model; for the attention model, show the tokens it weighed most."""
+    """Classify text with the trained model; for the attention model, show the tokens it weighed most.
+    With --file TABLE --out OUT, score a whole table in bulk (flows/bulk.py)."""
     from flows import predict
 
     argv = [*(texts or []), "--model", model, "--top", str(top)]
     if file:
-        argv += ["--file", str(file)]
+        argv += ["--file", str(file), "--text-column", text_column, "--batch-rows", str(batch_rows)]
+    if out:
+        argv += ["--out", str(out)]
     if as_json:
         argv.append("--json")
     predict.main(argv)
+
+
+@app.command("serve-model")
+def serve_model_command(
+    model: str | None = typer.Option(None, "--model", "-m", help="best (highest validation accuracy), a neural model, a baseline or ensemble; default: serve.model in params.yaml"),
+    host: str | None = typer.Option(None, "--host", help="address to bind; default: serve.host (127.0.0.1, this machine only)"),
+    port: int | None = typer.Option(None, "--port", "-p", help="default: serve.port (8000)"),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="log every request"),
+    workdir: Path = typer.Option(Path("."), "--workdir", help="the project root (artifacts/, reports/, params.yaml)"),
+) -> None:
+    """Serve a trained model over HTTP: POST /predict, GET /health, GET /model, docs at /docs (flows/service.py)."""
+    from pydantic import ValidationError
+
+    from flows.service import ServiceError, serve_model
+    from reweigh.params import ServeParams, load_params
+
+    try:
+        settings = load_params(workdir / "params.yaml").serve if (workdir / "params.yaml").exists() else ServeParams()
+        given = {k: v for k, v in {"model": model, "host": host, "port": port}.items() if v is not None}
+        settings = ServeParams.model_validate(settings.model_dump() | given)
+        serve_model(workdir, settings, access_log)
+    except ValidationError as exc:  # ServeParams' own checks of the flags
+        _fail_plain(ValueError("; ".join(f"--{e['loc'][0]}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors())))
+    except (ServiceError, ValueError) as exc:  # ParamsError too
+        _fail_plain(exc)
 
 
 @app.command("repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -358,6 +358,29 @@ def _prefect_schedule_problem(cron: str = "0 3 * * *", timezone: str = "UTC") ->
     return None
 
 
+class ServeParams(_Strict):
+    """The HTTP service (`reweigh serve-model`, flows/service.py); no stage depends on it."""
+
+    model: str = Field("best", description=(
+        "the model served: best (the highest validation accuracy in reports/metrics.json), a neural model, a baseline or ensemble"))
+    host: str = Field("127.0.0.1", min_length=1, description="the address to bind: 127.0.0.1 serves this machine only; 0.0.0.0 every interface")
+    port: int = Field(8000, ge=0, le=65535)
+    max_texts: int = Field(256, ge=1, description="texts one request may hold")
+    max_chars: int = Field(100_000, ge=1, description="characters one text may hold")
+    max_request_mb: float = Field(16, gt=0, description="the largest request body, in MB")
+    batch_size: int = Field(64, ge=1, description="texts scored in one forward pass: concurrent requests are scored together up to this")
+    reload_settle: float = Field(1.0, ge=0, description=(
+        "seconds the model's files must stay unchanged before the service loads a new version of them"))
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_known(cls, model: str) -> str:
+        known = ("best", *ModelParams.model_fields, *(b for b in BaselineParams.model_fields if b != "models"), ENSEMBLE)
+        if model not in known:
+            raise ValueError(f"unknown model {model!r}: choose from {', '.join(known)}")
+        return model
+
+
 class Params(_Strict):
     seed: int = 42
     dataset: DatasetParams = DatasetParams()
@@ -370,6 +393,7 @@ class Params(_Strict):
     ensemble: EnsembleParams = EnsembleParams()
     report: ReportParams = ReportParams()
     retrain: RetrainParams = RetrainParams()
+    serve: ServeParams = ServeParams()
 
     @model_validator(mode="after")
     def _transformer_covers_reviews(self) -> "Params":

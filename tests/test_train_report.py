@@ -245,7 +245,7 @@ def test_predict_loads_once_matches_the_pipeline_and_reloads_a_new_model(three_c
     import numpy as np
     import polars as pl
 
-    from flows.predict import loaded, predict_proba
+    from flows.predict import predict_proba, predictor
 
     art = three_class.path / "artifacts"
     ingested = pl.read_parquet(three_class.path / "data" / "ingested.parquet").filter(pl.col("split") == "test").sort("id")
@@ -254,13 +254,22 @@ def test_predict_loads_once_matches_the_pipeline_and_reloads_a_new_model(three_c
     assert ingested["id"].to_list() == piped["id"].to_list()
     probs, labels = predict_proba(ingested["text"].to_list(), "gru_attention", art)  # raw text, as a user sends it
     assert np.allclose(probs, piped.select([f"prob_{c}" for c in range(len(labels))]).to_numpy(), atol=1e-5)
-    first = loaded("gru_attention", art)
-    assert loaded("gru_attention", art)[0] is first[0]  # loaded once per process
+    first = predictor("gru_attention", art)
+    assert predictor("gru_attention", art) is first  # loaded once per process
     model = art / "gru_attention.pt"
     fresh = model.with_suffix(".new")
     fresh.write_bytes(model.read_bytes())
     os.replace(fresh, model)  # a new file in its place, as a promotion writes it
-    assert loaded("gru_attention", art)[0] is not first[0]
+    assert predictor("gru_attention", art) is not first
+    ensemble = predictor("ensemble", art)
+    assert predictor("ensemble", art) is ensemble and ensemble.members["gru_attention"] is not first
+    os.replace(art / "nbsvm.pkl", art / "nbsvm.moved")  # a member's file changes: the ensemble is loaded again
+    try:
+        with pytest.raises(FileNotFoundError, match="nbsvm.pkl is missing"):
+            predictor("ensemble", art)
+    finally:
+        os.replace(art / "nbsvm.moved", art / "nbsvm.pkl")
+    assert predictor("ensemble", art) is ensemble  # the same files again (same inode and time): nothing to reload
 
 
 @pytest.mark.slow
