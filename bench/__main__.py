@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--archive PATH] [--out reports/]` → reports/bench.json + reports/bench.md.
 
 Benchmarks report; they assert nothing about time. Sections: clean, tokenize, train, pipeline, accuracy,
-pretrain, ablations, and on request datasets (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
+pretrain, ablations, and on request datasets and serving (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
 """
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations", "datasets")
-DEFAULT_SECTIONS = SECTIONS[:-1]  # datasets: two more dvc repro runs (on IMDB 10.5 minutes here); ask for it
+SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations", "datasets", "serving")
+# on request: datasets (two more dvc repro runs, on IMDB 10.5 minutes here) and serving (a service per model; full
+# mode reads the workspace's finished run)
+DEFAULT_SECTIONS = SECTIONS[:-2]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +40,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--datasets-per-split", type=int, default=5000,
                     help="datasets section: rows per split (train, test, unsup) of the IMDB ratings table (0: all; --quick: --limit)")
     ap.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
-                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but datasets)")
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but datasets and serving)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="reweigh-bench-prefect-"))
     import reweigh  # noqa: F401  (offline, quiet library defaults)
-    from bench import ablations, accuracy, clean, datasets, pipeline, pretrain, report, tokenize, train
+    from bench import ablations, accuracy, clean, datasets, pipeline, pretrain, report, serving, tokenize, train
     from bench.common import ROOT, git_commit, machine, now_utc
     from bench.data import load_reviews, resolve_archive
     from reweigh.params import load_params
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                                                out_dir, reuse=work / "pipeline" / "project" if args.quick else None),
         "datasets": lambda: datasets.run(work, archive, ablation, args.limit if args.quick else args.datasets_per_split,
                                          train_limit, p.seed),
+        # full: the workspace's own run (make repro first); --quick: the pipeline section's project
+        "serving": lambda: serving.run(work / "pipeline" / "project" if args.quick else ROOT, work, args.quick, p.seed),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -129,6 +129,8 @@ def render(b: dict[str, Any]) -> str:
         L += ablations(abl) + [""] if "error" not in abl else []
     if "datasets" in b:
         L += _datasets(dict(b["datasets"]))
+    if "serving" in b:
+        L += _serving(dict(b["serving"]))
     return "\n".join(L)
 
 
@@ -188,3 +190,26 @@ def _pretrain(p: dict[str, Any]) -> list[str]:
         f"{counts[r['dataset']]}, init {r['init']}: {_f(r['repro_s'], 0)} s, ran {', '.join(r['stages_run']) or 'nothing'}"
         for r in p["runs"]) + ".", ""]
     return L
+
+
+def _serving(s: dict[str, Any]) -> list[str]:
+    L = ["## serving: the HTTP service, bulk scoring and the bare forward (`--sections serving`)", ""] + _error(s)
+    if "error" in s:
+        return L
+    L += [f"One raw test review per request; clients on the same machine; bulk and bare over {s['bulk_docs']:,} raw test reviews.", "",
+          "| model | clients | requests | req/s | p50 ms | p95 ms | p99 ms | failed | server RSS MB |",
+          "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for model, r in s["models"].items():
+        if "error" in r:
+            L.append(f"| {model} | **not measured**: {r['error'][:200]} |||||||| ")
+            continue
+        for lv in r["service"]["levels"]:
+            L.append(f"| {model} | {lv['clients']} | {_f(lv['requests'])} | {_f(lv['requests_per_s'])} | {_f(lv['p50_ms'])} | "
+                     f"{_f(lv['p95_ms'])} | {_f(lv['p99_ms'])} | {lv['failures']} | {_f(r['service']['server_peak_rss_mb'], 0)} |")
+    L += ["", "| model | bulk docs/s (raw text → file) | bulk peak RSS MB | bare docs/s (encoded ids → probabilities) | bulk / bare |",
+          "|---|--:|--:|--:|--:|"]
+    for model, r in s["models"].items():
+        if "error" not in r:
+            L.append(f"| {model} | {_f(r['bulk']['docs_per_s'], 0)} | {_f(r['bulk']['peak_rss_mb'], 0)} | "
+                     f"{_f(r['bare'].get('docs_per_s'), 0)} | {_f(r.get('bulk_vs_bare'), 2)} |")
+    return L + [""]

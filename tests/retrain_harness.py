@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ class Served:
     runs: dict[str, dict] = field(default_factory=dict)
     snapshots: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    model_service: "ModelService | None" = None
 
     def get(self, path: str) -> Any:
         for attempt in range(6):
@@ -121,6 +123,41 @@ class Served:
 
     def process_logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.logs.glob("*.log")))
+
+
+class ModelService:
+    """`reweigh serve-model` in the project, asked by a client every half second all through the retrains:
+    which version answered each request, and any request that failed."""
+
+    def __init__(self, project: Project, log: Path) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.proc = start([sys.executable, "-m", "reweigh.cli", "serve-model", "--model", "gru_attention", "--no-access-log",
+                           "--port", self.url.rsplit(":", 1)[1]], project.path, project.env, log)
+        self.log, self.answers, self.failures = log, [], []
+        self.stopping = threading.Event()
+        wait_until(lambda: httpx.get(f"{self.url}/health", timeout=5).status_code == 200, 120, "reweigh serve-model",
+                   lambda: log.read_text())
+        self.client = threading.Thread(target=self._ask, daemon=True)
+        self.client.start()
+
+    def _ask(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                response = httpx.post(f"{self.url}/predict", json={"text": "a great film, I loved it"}, timeout=30)
+                if response.status_code == 200:
+                    self.answers.append(response.json()["version"])
+                else:
+                    self.failures.append(f"{response.status_code} {response.text[:300]}")
+            except httpx.HTTPError as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def model(self) -> dict:
+        return httpx.get(f"{self.url}/model", timeout=30).json()
+
+    def settled(self, version: str) -> dict:
+        """/model once the service serves `version` (it reloads a second or two after a promotion)."""
+        return wait_until(lambda: (m := self.model())["version"] == version and m, 60,
+                          f"the model service to serve {version}", lambda: self.log.read_text()[-3000:])
 
 
 def free_port() -> int:
@@ -253,6 +290,9 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     served.baseline_metrics = json.loads(project.dvc("metrics", "show", "--json").stdout)
     served.timings["baseline_repro_s"] = time.monotonic() - t
 
+    served.model_service = ModelService(project, logs / "serve-model.log")  # the champion, served while retrains run
+    served.processes.append(served.model_service.proc)
+    served.snapshots["service_before"] = served.model_service.model()
     served.processes.append(start([sys.executable, "-m", "reweigh.cli", "serve"], project.path, project.env, logs / "serve.log"))
 
     def deployment() -> dict | None:
@@ -278,16 +318,19 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     timed("new_data", NEW_DATA_PARAMETERS)
     served.snapshots["after_new_data"] = {"workspace": snapshot(project.path, (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)),
                                           "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier", "--json").stdout,
-                                          "head": project.run("git", "rev-parse", "HEAD").stdout.strip()}
+                                          "head": project.run("git", "rev-parse", "HEAD").stdout.strip(),
+                                          "service": served.model_service.settled("v0.0.2")}
     # custom parameters, forced promotion (a tiny vocabulary)
     served.flow_run = timed("override", RUN_PARAMETERS)
     served.snapshots["after_override"] = {"lock": (project.path / "dvc.lock").read_text(),
-                                          "params": (project.path / "params.yaml").read_text()}
+                                          "params": (project.path / "params.yaml").read_text(),
+                                          "service": served.model_service.settled("v0.0.3")}
     # the tiny vocabulary was a mistake: back to the version the new rows made, without training
     champion = (".git", ".dvc/tmp", ".dvc/cache", RAW_DATA)  # everything but the data file
     served.snapshots["rollback"] = {"cli": project.run(sys.executable, "-m", "reweigh.cli", "rollback").stdout,
                                     "workspace": snapshot(project.path, champion),
-                                    "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier").stdout}
+                                    "versions": project.run(sys.executable, "-m", "gto.cli", "show", "text-classifier").stdout,
+                                    "service": served.model_service.settled("v0.0.2")}
     # the rolled-back workspace is whole: nothing new, nothing to rerun
     served.snapshots["before_nothing_new"] = {"exps": experiments(project)}
     timed("nothing_new", {})
@@ -303,6 +346,10 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     served.snapshots["after_blocked"] = {"workspace": snapshot(project.path, champion), "remote": snapshot(remote),
                                          "exps": experiments(project)}
     data.write_bytes(clean)  # the bad rows are taken out
+    served.model_service.stopping.set()
+    served.model_service.client.join(30)
+    served.snapshots["service_after"] = {"model": served.model_service.model(), "answers": served.model_service.answers,
+                                         "failures": served.model_service.failures}
     project.run("git", "add", "-A")  # anything else the runs left, accepted into git as a user would
     project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "after the retrains")
 

@@ -174,3 +174,25 @@ def test_a_promotion_is_a_commit_and_a_gto_version_and_rollback_restores_it_byte
     for name, old in listed[:20]:
         if old.strip() != "—":
             assert float(old) == pytest.approx(value(old_metrics, name.strip()), rel=1e-3), name
+
+
+def test_a_running_model_service_serves_each_promoted_version_and_no_request_fails(served_retrain: Served) -> None:
+    """`reweigh serve-model`, started on the baseline and asked twice a second through every retrain, serves what
+    each promotion and the rollback made the champion, names its registered version, and never fails a request."""
+    snaps = served_retrain.snapshots
+    before = snaps["service_before"]
+    assert before["registered"] is None and before["version"] == before["commit"][:12]  # committed, not yet registered
+    after = snaps["after_new_data"]
+    service = after["service"]
+    assert service["registered"] == "v0.0.2" and service["commit"] == after["head"], service
+    lock = yaml.safe_load(served_retrain.project.run("git", "show", f"{after['head']}:dvc.lock").stdout)
+    outs = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
+    assert service["files"] == {p: outs[p] for p in ("artifacts/gru_attention.pt", "artifacts/tokenizer.json")}
+    assert service["files"] != before["files"] and service["metrics"] != before["metrics"]
+    assert snaps["after_override"]["service"]["params"]["tokenize.vocab_size"] == 20  # v0.0.3: the tiny vocabulary
+    assert snaps["rollback"]["service"]["files"] == service["files"]  # v0.0.2 again: the same files
+    final = snaps["service_after"]
+    assert final["model"]["version"] == "v0.0.2" and not final["failures"], final["failures"][:5]
+    registered = [v for i, v in enumerate(final["answers"]) if v.startswith("v") and (i == 0 or final["answers"][i - 1] != v)]
+    assert [v for v in registered if v != "v0.0.1"] == ["v0.0.2", "v0.0.3", "v0.0.2"], registered  # in the order promoted
+    assert len(final["answers"]) > 100  # asked all along: every retrain ran while it served
