@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: install repro test chromium bench clean-venv
+.PHONY: install repro test chromium bench scaling clean-venv
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ chromium:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Learning curves after `make repro`: DVC experiments over train.label_limit, reports/scaling.md (docs/scaling.md)
+scaling: $(STAMP)
+	$(BIN)/reweigh scaling
 
 clean-venv:
 	rm -rf $(VENV)

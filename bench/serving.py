@@ -117,7 +117,7 @@ def _bulk(project: str, model: str, src: str, out: str) -> dict[str, Any]:
     sys.path.insert(0, project)
     from flows.bulk import score_file
 
-    summary = score_file(Path(src), Path(out), model, "text", 4096, Path(project) / "artifacts", progress=False)
+    summary = score_file(Path(src), Path(out), model, "text", artifacts=Path(project) / "artifacts", progress=False)
     return {"docs": summary["rows"], "seconds": summary["seconds"], "docs_per_s": summary["docs_per_second"]}
 
 

@@ -19,7 +19,7 @@ import polars as pl
 from prefect import flow
 
 from flows.common import ARTIFACTS, DATA, params, read_dataset_info, run_stage
-from flows.train import history_path, prediction_frame, predictions_path, predictions_table
+from flows.train import history_path, limit_labels, prediction_frame, predictions_path, predictions_table
 from models.baselines import BASELINES, describe, make_baseline
 from reweigh.io import atomic_path, file_sha256, write_json, write_parquet
 
@@ -30,10 +30,12 @@ def model_path(name: str):
     return ARTIFACTS / f"{name}.pkl"
 
 
-def labelled_splits(labels: list[str]) -> dict[str, pl.DataFrame]:
-    """train, val and test rows of the cleaned table (id, text, label_id), label ids in data/dataset.json's order."""
+def labelled_splits(labels: list[str], label_limit: int = 0, seed: int = 0) -> dict[str, pl.DataFrame]:
+    """train, val and test rows of the cleaned table (id, text, label_id), label ids in data/dataset.json's order;
+    train and val cut to `label_limit` rows together as the neural models cut them (flows/train.py limit_labels)."""
     df = pl.read_parquet(INPUT, columns=["id", "text", "label", "split"]).filter(pl.col("split").is_in(["train", "val", "test"]))
     df = df.with_columns(pl.col("label").replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).alias("label_id"))
+    df = limit_labels(df, label_limit, seed)
     return {s: df.filter(pl.col("split") == s) for s in ("train", "val", "test")}
 
 
@@ -43,7 +45,7 @@ def baseline_flow(name: str) -> str:
         raise ValueError(f"unknown baseline {name!r}: python -m flows.baseline {{{'|'.join(BASELINES)}}}")
     p = params()
     labels = read_dataset_info()["labels"]
-    train, val, test = labelled_splits(labels).values()
+    train, val, test = labelled_splits(labels, p.train.label_limit, p.seed).values()
 
     started = time.perf_counter()
     pipe = make_baseline(name, getattr(p.baseline, name), p.seed).fit(train["text"].to_list(), train["label_id"].to_numpy())

@@ -112,9 +112,18 @@ class Predictor:
     files: tuple[Path, ...]
     stamp: tuple
 
+    def prepare(self, texts: list[str]) -> Any:
+        """The texts as this model's input (cleaned, tokenized, cut): the part of `proba` that is not the model.
+        Bulk scoring prepares the next batch while the model scores this one (flows/bulk.py)."""
+        return texts
+
+    def score(self, prepared: Any) -> np.ndarray:
+        """Class probabilities (N, C), float64, in the order of `labels`, of what `prepare` returned."""
+        raise NotImplementedError
+
     def proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities (N, C), float64, in the order of `labels`."""
-        raise NotImplementedError
+        return self.score(self.prepare(texts))
 
     def predict(self, texts: list[str], top_k: int = 8, explain: bool = True) -> list[dict]:
         """Per text: label and class probabilities (and, for the attention models when `explain`, top_tokens)."""
@@ -137,10 +146,13 @@ class NeuralPredictor(Predictor):
         return TokenSet.from_lists(encode(self.tok, cleaned, cut["kind"], cut["max_length"], truncation=cut.get("truncation", "head"),
                                           head_share=cut.get("head_share", 0.5)))
 
-    def proba(self, texts: list[str]) -> np.ndarray:
+    def prepare(self, texts: list[str]) -> TokenSet:
+        return self.encode(texts)
+
+    def score(self, prepared: TokenSet) -> np.ndarray:
         """Batches of similar length, no attention weights asked for (so the fused attention kernel runs)."""
         with torch.inference_mode():
-            return score_ids(self.net, self.encode(texts), BATCH // 2).astype(np.float64)
+            return score_ids(self.net, prepared, BATCH // 2).astype(np.float64)
 
     def predict(self, texts: list[str], top_k: int = 8, explain: bool = True) -> list[dict]:
         if not explain or self.name not in ATTENTION_MODELS:
@@ -172,8 +184,11 @@ class BaselinePredictor(Predictor):
             saved = pickle.loads(path.read_bytes())
             self.pipeline, self.clean_steps, self.labels = saved["pipeline"], saved["clean_steps"], list(saved["labels"])
 
-    def proba(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.pipeline.predict_proba(clean_texts(texts, self.clean_steps)), dtype=np.float64)
+    def prepare(self, texts: list[str]) -> list[str]:
+        return clean_texts(texts, self.clean_steps)
+
+    def score(self, prepared: list[str]) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(prepared), dtype=np.float64)
 
 
 class EnsemblePredictor(Predictor):
@@ -186,8 +201,11 @@ class EnsemblePredictor(Predictor):
         self.files = (artifacts / f"{ENSEMBLE}.json", *(f for p in self.members.values() for f in p.files))
         self.stamp = (stamp(self.files[0]), *(p.stamp for p in self.members.values()))
 
-    def proba(self, texts: list[str]) -> np.ndarray:
-        return mix(self.spec, {m: (p.proba(texts), p.labels) for m, p in self.members.items()})
+    def prepare(self, texts: list[str]) -> dict[str, Any]:
+        return {m: p.prepare(texts) for m, p in self.members.items()}
+
+    def score(self, prepared: dict[str, Any]) -> np.ndarray:
+        return mix(self.spec, {m: (p.score(prepared[m]), p.labels) for m, p in self.members.items()})
 
 
 def load_predictor(name: str, artifacts: Path = ARTIFACTS) -> Predictor:
@@ -295,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                                                   ".csv, .tsv, .parquet, .jsonl (with --text-column and --out)")
     parser.add_argument("--text-column", default="text", help="the table's column holding the text (default: text)")
     parser.add_argument("--out", type=Path, help="bulk scoring: write the table with predictions here (.parquet, .csv, .tsv, .jsonl)")
-    parser.add_argument("--batch-rows", type=int, default=4096, help="bulk scoring: rows read, scored and written at a time")
+    parser.add_argument("--batch-rows", type=int, help="bulk scoring: rows read, scored and written at a time (default 16384)")
     parser.add_argument("--model", choices=MODEL_CHOICES, default="gru_attention")
     parser.add_argument("--top", type=int, default=8, help="tokens to show for the attention models")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -303,10 +321,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.out or (args.file and args.file.suffix.lower() in TABLE_SUFFIXES):
         if not (args.file and args.out) or args.texts:
             parser.error("bulk scoring reads one table and writes one: --file IN --out OUT (no texts on the command line)")
-        from flows.bulk import BulkError, score_file
+        from flows.bulk import BATCH_ROWS, BulkError, score_file
 
         try:
-            score_file(args.file, args.out, args.model, args.text_column, args.batch_rows)
+            score_file(args.file, args.out, args.model, args.text_column, args.batch_rows or BATCH_ROWS)
         except (BulkError, FileNotFoundError, ModelFileError) as exc:
             print(f"reweigh predict: {exc}", file=sys.stderr)
             sys.exit(1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import reweigh  # noqa: F401  (offline, quiet library defaults)
 import asyncio
+import os
 import hashlib
 import json
 import logging
@@ -237,10 +238,13 @@ class Service:
     """The served model and the queue in front of it."""
 
     def __init__(self, root: Path, wanted: str, settings: ServeParams) -> None:
+        import torch
+
         self.root, self.wanted, self.settings = root.resolve(), wanted, settings
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)  # serve.threads: 1 keeps the event loop a core
         self.current = load_served(self.root, wanted)
         self.queue: asyncio.Queue[Job] | None = None
-        # one scoring thread: torch already spreads one forward over the cores; two at once would only contend
+        # one scoring thread: batches come one after another; two at once would only contend
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="reweigh-score", initializer=_flush_denormals)
         self.watcher = Watcher(self)
 

@@ -3,7 +3,7 @@
     python -m flows.train gru            # or gru_attention, cnn, transformer; dvc.yaml runs each of train.models (`foreach`)
 
 Reads data/tokens.parquet (train for fitting, val for early stopping, test only for the final
-predictions), `train.*`, `model.<name>.*` and `seed`. Writes artifacts/<name>.pt (weights + everything
+predictions; `train.label_limit` keeps fewer labelled rows, a point of a learning curve), `train.*`, `model.<name>.*` and `seed`. Writes artifacts/<name>.pt (weights + everything
 `predict` needs to rebuild the model and its text pipeline), data/predictions/<name>.parquet (id, split,
 label_id, prob_<class id>: the val rows, from which the report chooses its thresholds, then the test rows,
 on which it scores) and reports/train/<name>.json (history, epochs, parameters, seconds).
@@ -18,6 +18,7 @@ import json
 import sys
 import time
 
+import numpy as np
 import polars as pl
 import torch
 from prefect import flow
@@ -31,6 +32,7 @@ from models.pretrained import PretrainedMismatch, start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 from reweigh import machine
 from reweigh.io import atomic_path, file_sha256, write_json, write_parquet
+from reweigh.splits import stratified_split
 
 TOKENS = DATA / "tokens.parquet"
 PRETRAINED = ARTIFACTS / "pretrained.pt"
@@ -78,6 +80,33 @@ def build_initialised(name: str, p, vocab_size: int, n_classes: int, pretrained=
     return model, hyper, initialise(model, name, section.init, pretrained)
 
 
+def limit_labels(frame: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame:
+    """Keep `limit` labelled rows of train and val together (train.label_limit), each split cut in the same
+    proportion, a seeded sample stratified by label_id; test (and any other split) untouched. The models and
+    baselines all keep the same rows (chosen by id, whatever the table's order): a point of a learning curve.
+    frame: id, split, label_id, ... (data/tokens.parquet, or the cleaned table with its label ids)."""
+    labelled = frame.filter(pl.col("split").is_in(["train", "val"]))
+    if not limit or limit >= labelled.height:
+        return frame
+    fraction = limit / labelled.height
+    kept = []
+    for split in ("train", "val"):
+        rows = labelled.filter(pl.col("split") == split).sort("id")
+        keep = stratified_split(rows["label_id"], fraction, seed, "keep", "drop")
+        kept.append(rows.filter(keep == "keep"))
+        short = set(rows["label_id"].unique()) - set(kept[-1]["label_id"].unique())
+        if short:
+            per_class = rows.group_by("label_id").len()
+            smallest = int(per_class["len"].min())
+            need = int(np.ceil(0.5 / smallest * labelled.height))  # rounds the smallest class up to one row
+            raise ParamsError(
+                f"train.label_limit={limit} keeps no {split} row of class id(s) {sorted(short)} (the smallest class has "
+                f"{smallest:,} {split} rows of {rows.height:,}): set it to at least {need:,}, or 0 for all "
+                f"{labelled.height:,} labelled rows")
+    ids = pl.concat([k["id"] for k in kept])
+    return frame.filter(~pl.col("split").is_in(["train", "val"]) | pl.col("id").is_in(ids.implode()))
+
+
 def prediction_frame(split: str, ids: pl.Series, label_ids, probs) -> pl.DataFrame:
     """id, split, label_id, prob_0 .. prob_{C-1} of one split's rows: what every model hands the report stage.
     probs: (N, C) class probabilities, rows in the order of ids (N,)."""
@@ -104,7 +133,7 @@ def train_flow(name: str) -> str:
     p = params()
     labels = read_dataset_info()["labels"]
     vocab_size = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
-    tokens = pl.read_parquet(TOKENS)
+    tokens = limit_labels(pl.read_parquet(TOKENS), p.train.label_limit, p.seed)
     splits = {s: tokens.filter(pl.col("split") == s) for s in ("train", "val", "test")}
     data = {s: TokenSet.from_frame(df) for s, df in splits.items()}
     model, hyper, init_note = build_initialised(name, p, vocab_size, len(labels))

@@ -28,7 +28,7 @@ def predict_command(
     file: Path = typer.Option(None, "--file", "-f", help="a .txt file (one text per line), or a table to score in bulk: .csv, .tsv, .parquet, .jsonl"),
     text_column: str = typer.Option("text", "--text-column", help="bulk: the table's text column"),
     out: Path = typer.Option(None, "--out", "-o", help="bulk: write the table with predictions here (.parquet, .csv, .tsv, .jsonl)"),
-    batch_rows: int = typer.Option(4096, "--batch-rows", help="bulk: rows read, scored and written at a time"),
+    batch_rows: int | None = typer.Option(None, "--batch-rows", help="bulk: rows read, scored and written at a time (default 16384)"),
     model: str = typer.Option("gru_attention", "--model", "-m", help="gru_attention, gru, cnn, transformer (when trained), a baseline (tfidf_lr, nbsvm) or ensemble"),
     top: int = typer.Option(8, "--top", help="tokens to show for the attention model"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of readable lines"),
@@ -39,7 +39,7 @@ def predict_command(
 
     argv = [*(texts or []), "--model", model, "--top", str(top)]
     if file:
-        argv += ["--file", str(file), "--text-column", text_column, "--batch-rows", str(batch_rows)]
+        argv += ["--file", str(file), "--text-column", text_column, *(["--batch-rows", str(batch_rows)] if batch_rows else [])]
     if out:
         argv += ["--out", str(out)]
     if as_json:
@@ -285,6 +285,25 @@ def rollback_command(
         _fail_plain(exc)
     typer.echo(f"rollback: {ARTIFACT} {done['version']} is the champion again (was {done['previous']}); "
                f"restored from {done['restored_from'][:12]}, committed {done['commit'][:12]}. `gto show {ARTIFACT}` lists the versions.")
+
+
+@app.command("scaling")
+def scaling_command(
+    quick: bool = typer.Option(False, "--quick", help="three sizes, a short bootstrap: for tests and a first look"),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="experiments at once (dvc queue start --jobs); default: scaling.jobs"),
+    collect_only: bool = typer.Option(False, "--collect-only", help="queue nothing: rewrite reports/scaling.* from what has run"),
+    workdir: Path = typer.Option(Path("."), "--workdir", help="the project root, after a finished run (make repro)"),
+) -> None:
+    """Learning curves: queue DVC experiments over train.label_limit (and scaling.widths), run the missing ones
+    with `dvc queue start`, fit a power law per model and write reports/scaling.md, .json and figures."""
+    from flows.scaling.grid import ScalingError
+    from flows.scaling.run import scaling
+    from reweigh.params import ParamsError
+
+    try:
+        scaling(workdir, quick=quick, jobs=jobs, collect_only=collect_only)
+    except (ScalingError, ParamsError) as exc:
+        _fail_plain(exc)
 
 
 def _fail_plain(exc: Exception) -> NoReturn:

@@ -211,6 +211,7 @@ def test_a_missing_or_damaged_model_file_stops_the_start_naming_it(served, tmp_p
     model.unlink()
     missing = start("--model", "gru_attention")
     assert missing.returncode == 1 and "gru_attention.pt is missing" in missing.stderr and "dvc repro train@gru_attention" in missing.stderr
+    shutil.copy2(served.path / "artifacts" / "gru_attention.pt", model)  # back: only the baseline is damaged now
     (work / "artifacts" / "nbsvm.pkl").write_bytes(b"not a pickle")
     member = start("--model", "ensemble")  # a member of the ensemble damaged: the ensemble does not start either
     assert member.returncode == 1 and "nbsvm.pkl cannot be read" in member.stderr, member.stderr

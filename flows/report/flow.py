@@ -155,6 +155,9 @@ def markdown_report(info: dict, metrics: dict, timings: dict, figs: dict, parts:
     md += ["", "## Precision-recall", "", f"Positive class: {positive}. Dots: each model's operating point.", "",
            f"![precision-recall curves]({figs['pr']})", "", *parts["thresholds"],
            f"![threshold table]({figs['thresholds']})", "", "## Training curves", "", f"![training curves]({figs['training']})", "",
+           "How the test error of every model falls with more labelled examples, fitted with a power law, and where "
+           "the neural models overtake the linear ones: [scaling.md](scaling.md), written by `reweigh scaling` "
+           "(docs/scaling.md) from a DVC experiment per labelled size.", "",
            *parts["embeddings"], *parts["attention"], *parts["shapes"]]
     return "\n".join(md)
 
