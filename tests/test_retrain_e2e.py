@@ -189,7 +189,8 @@ def test_a_running_model_service_serves_each_promoted_version_and_no_request_fai
     outs = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
     assert service["files"] == {p: outs[p] for p in ("artifacts/gru_attention.pt", "artifacts/tokenizer.json")}
     assert service["files"] != before["files"] and service["metrics"] != before["metrics"]
-    assert snaps["after_override"]["service"]["params"]["tokenize.vocab_size"] == 20  # v0.0.3: the tiny vocabulary
+    tiny = snaps["after_override"]["service"]  # v0.0.3: the tiny vocabulary, a new tokenizer and model
+    assert tiny["registered"] == "v0.0.3" and tiny["files"]["artifacts/tokenizer.json"] != service["files"]["artifacts/tokenizer.json"]
     assert snaps["rollback"]["service"]["files"] == service["files"]  # v0.0.2 again: the same files
     final = snaps["service_after"]
     assert final["model"]["version"] == "v0.0.2" and not final["failures"], final["failures"][:5]
