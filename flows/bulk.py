@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -108,26 +107,21 @@ class Writer:
             self.sink.close()
 
 
-def prepare_batch(batch: pa.RecordBatch, text_column: str, model) -> tuple[pa.RecordBatch, list[int], Any]:
-    """The batch, the rows that have text, and those texts prepared for the model (cleaned, tokenized, cut)."""
+def score_batch(batch: pa.RecordBatch, text_column: str, model, labels: list[str]) -> tuple[pa.RecordBatch, int]:
+    """The batch with `predicted` and `prob_<label>` columns appended; and how many rows had no text."""
     texts = batch.column(text_column).to_pylist()
     scored = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-    return batch, scored, (model.prepare([texts[i] for i in scored]) if scored else None)
-
-
-def finish_batch(batch: pa.RecordBatch, scored: list[int], probs_scored: np.ndarray | None, labels: list[str]) -> pa.RecordBatch:
-    """The batch with `predicted` and `prob_<label>` columns appended (null where a row had no text)."""
-    probs = np.full((batch.num_rows, len(labels)), np.nan)
+    probs = np.full((len(texts), len(labels)), np.nan)
     if scored:
-        probs[scored] = probs_scored  # (n, C)
-    has = np.zeros(batch.num_rows, dtype=bool)
+        probs[scored] = model.proba([texts[i] for i in scored])  # (n, C)
+    has = np.zeros(len(texts), dtype=bool)
     has[scored] = True
     best = np.nan_to_num(probs, nan=-1.0).argmax(1)  # (N,)
     predicted = pa.array([labels[k] if ok else None for k, ok in zip(best, has)], type=pa.string())
     columns = {**{name: batch.column(name) for name in batch.schema.names}, "predicted": predicted}
     for c, label in enumerate(labels):
         columns[f"prob_{label}"] = pa.array(probs[:, c], mask=~has)
-    return pa.RecordBatch.from_pydict(columns)
+    return pa.RecordBatch.from_pydict(columns), len(texts) - len(scored)
 
 
 def score_file(src: Path, out: Path, model: str = "gru_attention", text_column: str = "text", batch_rows: int = BATCH_ROWS,
@@ -150,13 +144,13 @@ def score_file(src: Path, out: Path, model: str = "gru_attention", text_column: 
         writer = Writer(tmp, out.suffix.lower())
         try:
             for batch in batches:
-                batch, scored, prepared = prepare_batch(batch, text_column, scorer)
                 if rows == 0 and clash & set(batch.schema.names):
                     raise BulkError(f"{src} already has column(s) {', '.join(sorted(clash & set(batch.schema.names)))}, "
                                     "which the predictions would overwrite: rename them first")
-                writer.write(finish_batch(batch, scored, scorer.score(prepared) if scored else None, scorer.labels))
+                scored, missing = score_batch(batch, text_column, scorer, scorer.labels)
+                writer.write(scored)
                 rows += batch.num_rows
-                no_text += batch.num_rows - len(scored)
+                no_text += missing
                 advance(batch.num_rows)
             if rows == 0:
                 raise BulkError(f"{src} has no rows to score")

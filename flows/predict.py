@@ -112,18 +112,9 @@ class Predictor:
     files: tuple[Path, ...]
     stamp: tuple
 
-    def prepare(self, texts: list[str]) -> Any:
-        """The texts as this model's input (cleaned, tokenized, cut): the part of `proba` that is not the model.
-        Bulk scoring prepares the next batch while the model scores this one (flows/bulk.py)."""
-        return texts
-
-    def score(self, prepared: Any) -> np.ndarray:
-        """Class probabilities (N, C), float64, in the order of `labels`, of what `prepare` returned."""
-        raise NotImplementedError
-
     def proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities (N, C), float64, in the order of `labels`."""
-        return self.score(self.prepare(texts))
+        raise NotImplementedError
 
     def predict(self, texts: list[str], top_k: int = 8, explain: bool = True) -> list[dict]:
         """Per text: label and class probabilities (and, for the attention models when `explain`, top_tokens)."""
@@ -146,13 +137,10 @@ class NeuralPredictor(Predictor):
         return TokenSet.from_lists(encode(self.tok, cleaned, cut["kind"], cut["max_length"], truncation=cut.get("truncation", "head"),
                                           head_share=cut.get("head_share", 0.5)))
 
-    def prepare(self, texts: list[str]) -> TokenSet:
-        return self.encode(texts)
-
-    def score(self, prepared: TokenSet) -> np.ndarray:
+    def proba(self, texts: list[str]) -> np.ndarray:
         """Batches of similar length, no attention weights asked for (so the fused attention kernel runs)."""
         with torch.inference_mode():
-            return score_ids(self.net, prepared, BATCH // 2).astype(np.float64)
+            return score_ids(self.net, self.encode(texts), BATCH // 2).astype(np.float64)
 
     def predict(self, texts: list[str], top_k: int = 8, explain: bool = True) -> list[dict]:
         if not explain or self.name not in ATTENTION_MODELS:
@@ -184,11 +172,8 @@ class BaselinePredictor(Predictor):
             saved = pickle.loads(path.read_bytes())
             self.pipeline, self.clean_steps, self.labels = saved["pipeline"], saved["clean_steps"], list(saved["labels"])
 
-    def prepare(self, texts: list[str]) -> list[str]:
-        return clean_texts(texts, self.clean_steps)
-
-    def score(self, prepared: list[str]) -> np.ndarray:
-        return np.asarray(self.pipeline.predict_proba(prepared), dtype=np.float64)
+    def proba(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(clean_texts(texts, self.clean_steps)), dtype=np.float64)
 
 
 class EnsemblePredictor(Predictor):
@@ -201,11 +186,8 @@ class EnsemblePredictor(Predictor):
         self.files = (artifacts / f"{ENSEMBLE}.json", *(f for p in self.members.values() for f in p.files))
         self.stamp = (stamp(self.files[0]), *(p.stamp for p in self.members.values()))
 
-    def prepare(self, texts: list[str]) -> dict[str, Any]:
-        return {m: p.prepare(texts) for m, p in self.members.items()}
-
-    def score(self, prepared: dict[str, Any]) -> np.ndarray:
-        return mix(self.spec, {m: (p.score(prepared[m]), p.labels) for m, p in self.members.items()})
+    def proba(self, texts: list[str]) -> np.ndarray:
+        return mix(self.spec, {m: (p.proba(texts), p.labels) for m, p in self.members.items()})
 
 
 def load_predictor(name: str, artifacts: Path = ARTIFACTS) -> Predictor:

@@ -206,7 +206,15 @@ def forget(workdir: Path, names: list[str]) -> None:
 
 
 def start(workdir: Path, jobs: int) -> None:
-    dvc(["queue", "start", "--jobs", str(jobs)], workdir)
+    """`dvc queue start`: its worker runs on in the background and inherits the command's output, so the output
+    goes to a file (.dvc/tmp/reweigh-queue-start.log), never to a pipe: reading a pipe would wait for the worker."""
+    log = workdir / ".dvc" / "tmp" / "reweigh-queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        code = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(jobs)], cwd=workdir,
+                              stdout=out, stderr=subprocess.STDOUT, env=git_identity_env(), timeout=600).returncode
+    if code != 0:
+        raise ScalingError(f"`dvc queue start --jobs {jobs}` exited {code}: {log.read_text()[-1500:]}")
 
 
 def wait(workdir: Path, names: list[str], poll: float = 10.0, timeout: float | None = None,
