@@ -62,7 +62,7 @@ def test_train_stages_read_every_train_key_but_the_model_set():
     assert not any(str(d).startswith("artifacts/gru") for d in stages["report"]["deps"])
     # the baselines likewise: one stage per name, reading its own section, never the list
     assert stages["baseline"]["foreach"] == "${baseline.models}"
-    assert stages["baseline"]["do"]["params"] == ["seed", "baseline.${item}", "clean.steps"]
+    assert stages["baseline"]["do"]["params"] == ["seed", "baseline.${item}", "train.label_limit", "clean.steps"]
     assert {"train.models", "baseline.models", "ensemble"} <= set(stages["ensemble"]["params"])
     assert {"train.models", "baseline.models", "ensemble"} <= set(stages["report"]["params"])
     # the ensemble follows its members through their summaries (which record their predictions' digest)
@@ -131,7 +131,7 @@ def test_four_model_report_and_adding_a_model_trains_only_it(tmp_path, imdb_arch
     lock = yaml.safe_load((project.path / "dvc.lock").read_text())["stages"]
     assert {s for s in lock if s.startswith(("train@", "baseline@"))} == {*(f"train@{m}" for m in three), "baseline@tfidf_lr"}
     assert all("train.models" not in lock[f"train@{m}"]["params"]["params.yaml"] for m in three)
-    assert set(lock["baseline@tfidf_lr"]["params"]["params.yaml"]) == {"seed", "baseline.tfidf_lr", "clean.steps"}
+    assert set(lock["baseline@tfidf_lr"]["params"]["params.yaml"]) == {"seed", "baseline.tfidf_lr", "train.label_limit", "clean.steps"}
 
     # the transformer and NB-SVM join: only they, the ensemble (which averages every model) and the report rerun
     project.set_params({"train": {"models": FOUR}, "baseline": {"models": BASELINES}})

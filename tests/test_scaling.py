@@ -15,7 +15,7 @@ import pytest
 
 from conftest import make_project
 from flows.scaling.fit import crossover, fit_power_law, measured_crossover
-from flows.scaling.grid import label_sizes, smallest_size, width_overrides
+from flows.scaling.grid import finished, label_sizes, smallest_size, width_overrides
 from flows.scaling.report import analyse
 from flows.train import limit_labels
 from reweigh.params import Params, ParamsError
@@ -123,7 +123,7 @@ def test_scaling_queues_real_dvc_experiments_resumes_after_a_kill_and_explains_t
     proc = subprocess.Popen(cmd, cwd=project.path, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and "success" not in _exp_names(project).values():
+    while time.monotonic() < deadline and not finished(project.path):  # git refs: `exp show` can hang beside a worker
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(3)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -126,22 +126,38 @@ def grid(workdir: Path, p: Params, quick: bool = False) -> tuple[Point, list[Poi
 # ---------------------------------------------------------------- DVC experiments
 
 
-def dvc(args: list[str], workdir: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, capture_output=True, text=True, timeout=600,
+def dvc(args: list[str], workdir: Path, timeout: float = 600) -> str:
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, capture_output=True, text=True, timeout=timeout,
                        env=git_identity_env())
     if r.returncode != 0:
         raise ScalingError(f"`dvc {' '.join(args)}` exited {r.returncode}: {(r.stderr or r.stdout).strip()[-1500:]}")
     return r.stdout
 
 
-def _run_json(args: list[str], workdir: Path) -> Any:
-    return json.loads(dvc(args, workdir) or "null")
+def finished(workdir: Path) -> set[str]:
+    """Names of this commit's experiments that have run to the end: DVC gives each a git ref,
+    refs/exps/<commit[:2]>/<commit[2:]>/<name>. Read with git, not `dvc exp show`, while a queue worker runs:
+    `exp show` collects from the worker's refs as they are written and can hang on one that is not there yet
+    (it waited 900 s in CI; DVC's issues #8762, #7693)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True).stdout.strip()
+    r = subprocess.run(["git", "for-each-ref", "--format=%(refname)", f"refs/exps/{head[:2]}/{head[2:]}/"],
+                       cwd=workdir, capture_output=True, text=True)
+    return {line.rsplit("/", 1)[-1] for line in r.stdout.split()} if head else set()
 
 
-def experiments(workdir: Path) -> dict[str, dict[str, Any]]:
-    """This commit's experiments by name: state (success, queued, running, failed) and, when done, metrics and params."""
+def experiments(workdir: Path, tries: int = 3) -> dict[str, dict[str, Any]]:
+    """This commit's experiments by name: state (success, queued, running, failed) and, when done, metrics and params.
+    Called only when no queue worker is running (see `finished`); a hung or failed call is tried again."""
+    for attempt in range(1, tries + 1):
+        try:
+            shown = json.loads(dvc(["exp", "show", "--json"], workdir, timeout=180) or "null")
+            break
+        except (ScalingError, subprocess.TimeoutExpired):
+            if attempt == tries:
+                raise
+            time.sleep(5)
     out: dict[str, dict[str, Any]] = {}
-    for entry in _run_json(["exp", "show", "--json"], workdir) or []:
+    for entry in shown or []:
         for exp in entry.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state") or "success"
             for rev in exp.get("revs") or []:
@@ -223,9 +239,9 @@ def wait(workdir: Path, names: list[str], poll: float = 10.0, timeout: float | N
     deadline = None if timeout is None else time.monotonic() + timeout
     reported: dict[str, str] = {}
     while True:
-        done = experiments(workdir)
+        done = finished(workdir)
         queued = queue_states(workdir)
-        states = {n: ("success" if done.get(n, {}).get("state") == "success" else queued.get(n, "missing")) for n in names}
+        states = {n: ("success" if n in done else queued.get(n, "missing")) for n in names}
         for n, s in states.items():
             if reported.get(n) != s:
                 say(f"  {n}: {s}")

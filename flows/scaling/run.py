@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.scaling import report
-from flows.scaling.grid import (Point, ScalingError, copy_paths, enqueue, experiments, forget, grid, queue_states, start,
-                                wait, workers_alive)
+from flows.scaling.grid import (Point, ScalingError, copy_paths, enqueue, experiments, finished, forget, grid, queue_states,
+                                start, wait, workers_alive)
 from reweigh.params import ENSEMBLE, load_params, role
 
 
@@ -57,10 +57,10 @@ def scaling(workdir: Path = Path("."), quick: bool = False, jobs: int | None = N
     say(f"scaling: {full.label} (the workspace's run) and {len(extra)} experiment(s): "
         + ", ".join(pt.label for pt in extra))
     if not collect_only and extra:
-        done, queued, alive = experiments(workdir), queue_states(workdir), workers_alive(workdir)
+        done, queued, alive = finished(workdir), queue_states(workdir), workers_alive(workdir)
         missing = []
         for pt in extra:
-            if done.get(pt.name, {}).get("state") == "success":
+            if pt.name in done:
                 say(f"  {pt.name}: done, kept")
             elif queued.get(pt.name) == "queued" or (queued.get(pt.name) == "running" and alive):
                 say(f"  {pt.name}: already {queued[pt.name]}")
@@ -78,7 +78,7 @@ def scaling(workdir: Path = Path("."), quick: bool = False, jobs: int | None = N
         if failed:
             say(f"scaling: {len(failed)} point(s) did not finish ({', '.join(failed)}): `dvc queue logs NAME` says why; "
                 "the report below leaves them out, and `reweigh scaling` again runs only them")
-    done = experiments(workdir)
+    done = experiments(workdir)  # `dvc exp show`, now that no worker writes refs
     rows = collect(workdir, full, extra, done)
     names = list(dict.fromkeys(r["model"] for r in rows))
     neural = [n for n in names if role(n) == "neural"]
