@@ -6,7 +6,9 @@ Reads data/tokens.parquet (train for fitting, val for early stopping, test only 
 predictions; `train.label_limit` keeps fewer labelled rows, a point of a learning curve), `train.*`, `model.<name>.*` and `seed`. Writes artifacts/<name>.pt (weights + everything
 `predict` needs to rebuild the model and its text pipeline), data/predictions/<name>.parquet (id, split,
 label_id, prob_<class id>: the val rows, from which the report chooses its thresholds, then the test rows,
-on which it scores) and reports/train/<name>.json (history, epochs, parameters, seconds).
+on which it scores) and reports/train/<name>.json (history, epochs, parameters, seconds). Each epoch's losses,
+accuracies and learning rate also go to DVCLive as it ends (dvclive/<name>/: metrics.json, plots/metrics/*.tsv),
+so `dvc exp show`, `dvc plots show` and DVC's VS Code extension follow a run, queued experiments included.
 A checkpoint is written after every epoch to artifacts/checkpoints/<name>.ckpt; `train.resume: true`
 continues from it when it was written with the same params.
 """
@@ -17,6 +19,8 @@ import hashlib
 import json
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -38,6 +42,8 @@ TOKENS = DATA / "tokens.parquet"
 PRETRAINED = ARTIFACTS / "pretrained.pt"
 TOKENIZER = ARTIFACTS / "tokenizer.json"
 CHECKPOINTS = ARTIFACTS / "checkpoints"
+LIVE = Path("dvclive")
+LIVE_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 
 
 def model_path(name: str):
@@ -50,6 +56,22 @@ def predictions_path(name: str):
 
 def history_path(name: str):
     return REPORTS / "train" / f"{name}.json"
+
+
+@contextmanager
+def live_log(name: str, root: Path = LIVE):
+    """DVCLive's logger for one model: yields `on_epoch(row)`, which logs a history row at step = its epoch.
+    dvc.yaml declares dvclive/<name>/ (metrics and plots), so DVCLive writes no dvc.yaml of its own, and it
+    saves no experiment of its own: `dvc repro` or `dvc exp run` around the stage does that."""
+    from dvclive import Live  # imports dvc: only the train stage pays for it, not the modules that import this one
+
+    with Live(dir=str(root / name), save_dvc_exp=False, dvcyaml=False) as live:
+        def on_epoch(row: dict[str, float]) -> None:
+            live.step = int(row["epoch"])
+            for key in LIVE_METRICS:
+                live.log_metric(key, row[key])
+            live.next_step()
+        yield on_epoch
 
 
 def initialise(model: torch.nn.Module, name: str, init: str, path=PRETRAINED) -> str:
@@ -150,7 +172,8 @@ def train_flow(name: str) -> str:
     print(f"train {name}: {n_params:,} parameters, {len(data['train']):,} train / {len(data['val']):,} val reviews, "
           f"{len(labels)} classes, vocab {vocab_size:,}, embedding {init_note}")
 
-    result = train(model, data["train"], data["val"], loop)
+    with live_log(name) as on_epoch:
+        result = train(model, data["train"], data["val"], loop, on_epoch=on_epoch)
     model.load_state_dict(result.best_state)
     device = setup_torch(p.train.device, p.train.threads)
     model.to(device)

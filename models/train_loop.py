@@ -92,7 +92,9 @@ def setup_torch(device: str = "auto", threads: int = 0) -> torch.device:
 
 
 def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopConfig,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Fit with early stopping on validation accuracy; `on_epoch(row)` sees each epoch's history row as it ends
+    (the rows of a resumed checkpoint first), which is how the train stage logs to DVCLive."""
     seed_everything(cfg.seed)
     device = setup_torch(cfg.device, cfg.threads)
     model.to(device)
@@ -103,6 +105,8 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
         state.update(_load_checkpoint(cfg, model, optimizer, scheduler, state, log))
     started = time.perf_counter() - state["seconds"]
     resumed_from = state["epoch"]
+    for row in state["history"] if on_epoch else ():
+        on_epoch(row)
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if state["bad_epochs"] >= cfg.patience:
@@ -114,6 +118,8 @@ def train(model: nn.Module, train_set: TokenSet, val_set: TokenSet, cfg: LoopCon
                "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5),
                "lr": round(scheduler.get_last_lr()[0], 8), "seconds": round(time.perf_counter() - t0, 1)}
         state["history"].append(row)
+        if on_epoch:
+            on_epoch(row)
         improved = val_acc > state["best_accuracy"]
         if improved:
             state.update(best_accuracy=val_acc, best_epoch=epoch, bad_epochs=0,

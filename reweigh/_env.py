@@ -11,6 +11,8 @@ _DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # DVC: no analytics (core.analytics / core.check_update are also off in .dvc/config).
     "DVC_NO_ANALYTICS": "1",
+    # DVCLive (train stages) and DVC experiments: never post to DVC Studio, token or not.
+    "DVC_STUDIO_OFFLINE": "true",
     # Great Expectations: no usage statistics.
     "GX_ANALYTICS_ENABLED": "false",
     # tokenizers forks badly after its thread pool started; we parallelise inside it, not around it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
+import polars as pl
 import pytest
 import torch
 import yaml
@@ -150,8 +151,10 @@ def test_four_model_report_and_adding_a_model_trains_only_it(tmp_path, imdb_arch
     for m in FOUR:
         assert metrics[m]["parameters"] > 0 and set(metrics[m]["thresholds"]) and metrics[m]["per_class"]
         assert (project.path / "artifacts" / f"{m}.pt").exists()
-        for kind in ("confusion", "pr", "pr_per_class", "train"):
+        for kind in ("confusion", "pr", "pr_per_class"):
             assert (reports / "plots" / kind / f"{m}.csv").exists(), (kind, m)
+        live = json.loads((project.path / "dvclive" / m / "metrics.json").read_text())  # DVCLive: the last epoch
+        assert live["step"] == json.loads((reports / "train" / f"{m}.json").read_text())["epochs"] == len(pl.read_csv(project.path / "dvclive" / m / "plots" / "metrics" / "val_accuracy.tsv", separator="\t"))
         assert (reports / "figures" / f"confusion_{m}.png").exists()
 
     for m in [*BASELINES, "ensemble"]:

@@ -202,6 +202,11 @@ def test_dvc_reads_metrics_and_plots(three_class):
     assert {*(f"confusion {m}" for m in MODELS), "precision-recall (test)"} <= names
     pr = plots["data"]["precision-recall (test)"][0]["content"]["data"]["values"]
     assert {row["rev"] for row in pr} and {"recall", "precision"} <= set(pr[0])
+    # the per-epoch curves come from the train stages' DVCLive logs, one point per epoch run (DVC names each
+    # file by what follows the files' common folder, dvclive/)
+    curve = plots["data"]["validation accuracy per epoch"][0]["content"]["data"]["values"]
+    epochs = json.loads((three_class.path / "reports" / "train" / "gru.json").read_text())["epochs"]
+    assert sorted(int(r["step"]) for r in curve if r["filename"].startswith("gru/")) == list(range(1, epochs + 1))
     assert three_class.dvc("metrics", "diff").returncode == 0
 
 

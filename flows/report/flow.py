@@ -15,8 +15,8 @@ Writes
   same bytes, so `dvc metrics diff` shows real changes only. Wall-clock training time goes to
   reports/timings.json (also a DVC metrics file).
 - reports/plots/: confusion/<model>.csv (actual, predicted), pr/<model>.csv (recall, precision, threshold),
-  pr_per_class/<model>.csv (class, recall, precision, threshold), train/<model>.csv (per-epoch history);
-  the `plots:` section of dvc.yaml draws all but the per-class curves.
+  pr_per_class/<model>.csv (class, recall, precision, threshold); the `plots:` section of dvc.yaml draws all
+  but the per-class curves, and each neural model's per-epoch curves from its train stage's DVCLive log.
 - reports/figures/*.png (matplotlib, Agg) and reports/report.md, which links them.
 - reports/embeddings.json and the report's "semantic vector space" section (flows/report/embeddings.py).
 
@@ -177,8 +177,6 @@ def write_plot_data(preds: dict, summaries: dict, metrics: dict, labels: list[st
         write_csv(pts, PLOTS / "pr" / f"{m}.csv")
         write_csv(class_points[m], PLOTS / "pr_per_class" / f"{m}.csv")
         figs["confusion"][m] = fig_confusion(m, y, pred, labels)
-        if m in neural:
-            write_csv(pl.DataFrame(summaries[m]["history"]).drop("seconds", strict=False), PLOTS / "train" / f"{m}.csv")
     figs["pr"] = fig_pr(curves, positive, target_p)
     figs["pr_per_class"] = report_classes.fig_pr_per_class(class_points, {m: metrics[m]["per_class"] for m in models},
                                                            labels, TITLES, COLORS, _save)

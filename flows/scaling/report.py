@@ -81,6 +81,19 @@ def analyse(rows: list[dict[str, Any]], neural: list[str], linear: list[str], ta
             "fits": {m: (law.to_dict() if law else None) for m, law in fits.items()}, "_laws": fits}
 
 
+def _lines(series: dict[str, list[tuple[float, float]]], colours: dict, least: int, labels: tuple[str, str, str],
+           path: Path) -> None:
+    """One log-log line per model with at least `least` points; labels: x, y, title."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for m, pts in series.items():
+        if len(pts) >= least:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=colours[m], label=m)
+    ax.set(xscale="log", yscale="log", xlabel=labels[0], ylabel=labels[1], title=labels[2])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def figures(rows: list[dict[str, Any]], analysis: dict[str, Any], out: Path) -> dict[str, str]:
     made = {}
     laws = analysis["_laws"]
@@ -110,27 +123,14 @@ def figures(rows: list[dict[str, Any]], analysis: dict[str, Any], out: Path) -> 
 
     width = [r for r in rows if r["kind"] == "width" or (r["kind"] == "labels" and r["labels"] == analysis["largest"])]
     if any(r["kind"] == "width" for r in rows):
-        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-        for m in models:
-            pts = sorted((r for r in width if r["model"] == m and r.get("parameters")), key=lambda r: r["parameters"])
-            if len(pts) >= 2:
-                ax.plot([r["parameters"] for r in pts], [r["error"] for r in pts], "o-", color=colours[m], label=m)
-        ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="test error", title="Error against model size (all labels)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        _save(fig, out / "model_size.png")
+        _lines({m: sorted(((r["parameters"], r["error"]) for r in width if r["model"] == m and r.get("parameters")))
+                for m in models}, colours, 2, ("parameters", "test error", "Error against model size (all labels)"),
+               out / "model_size.png")
         made["model_size"] = "scaling/model_size.png"
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    for m in models:
-        pts = sorted((r for r in rows if r["model"] == m and r["kind"] == "labels" and r.get("train_seconds")),
-                     key=lambda r: r["labels"])
-        if pts:
-            ax.plot([r["labels"] for r in pts], [r["train_seconds"] for r in pts], "o-", color=colours[m], label=m)
-    ax.set(xscale="log", yscale="log", xlabel="labelled examples", ylabel="training seconds", title="Training time against labelled examples")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, out / "training_seconds.png")
+    _lines({m: sorted((r["labels"], r["train_seconds"]) for r in rows
+                      if r["model"] == m and r["kind"] == "labels" and r.get("train_seconds")) for m in models},
+           colours, 1, ("labelled examples", "training seconds", "Training time against labelled examples"),
+           out / "training_seconds.png")
     made["training_seconds"] = "scaling/training_seconds.png"
     return made
 
