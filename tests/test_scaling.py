@@ -113,7 +113,8 @@ def _exp_names(project) -> dict[str, str]:
 @pytest.mark.slow
 def test_scaling_queues_real_dvc_experiments_resumes_after_a_kill_and_explains_the_curves(tmp_path, imdb_archive):
     project = make_project(tmp_path, {"dataset": {"options": {"archive": str(imdb_archive)}},
-                                      "train": {"models": ["gru"]}, "scaling": {"min_labels": 20}})
+                                      "train": {"models": ["gru"]}, "baseline": {"models": ["nbsvm"]},
+                                      "scaling": {"min_labels": 20}})
     project.dvc("repro")
     project.run("git", "add", "-A")
     project.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "trained")
@@ -140,11 +141,11 @@ def test_scaling_queues_real_dvc_experiments_resumes_after_a_kill_and_explains_t
     result = json.loads((project.path / "reports" / "scaling.json").read_text())
     sizes = sorted({r["labels"] for r in result["points"]})
     assert len(sizes) == 3 and sizes[-1] == 120  # 2 x 60 reviews: train + val of the tiny archive
-    assert {r["model"] for r in result["points"]} == {"gru", "tfidf_lr", "nbsvm", "ensemble"}
+    assert {r["model"] for r in result["points"]} == {"gru", "nbsvm", "ensemble"}
     assert sorted(result["meta"]["experiments"]) == sorted(names)
     gru_small = next(r for r in result["points"] if r["model"] == "gru" and r["labels"] == sizes[0])
     assert gru_small["experiment"] in names and 0 <= gru_small["error_low"] <= gru_small["error"] <= gru_small["error_high"]
-    assert set(result["fits"]) == {"gru", "tfidf_lr", "nbsvm", "ensemble"}
+    assert set(result["fits"]) == {"gru", "nbsvm", "ensemble"}
     md = (project.path / "reports" / "scaling.md").read_text()
     assert "error ≈ a·N^(-b) + c" in md and "Hestness" in md and "(scaling/learning_curves.png)" in md
     assert (project.path / "reports" / "scaling" / "learning_curves.png").stat().st_size > 5000

@@ -307,20 +307,20 @@ def test_bulk_scoring_streams_a_table_into_predictions_equal_to_predict(served):
     assert table.filter(pl.col("review").fill_null("") == "")["predicted"].null_count() == 3
     assert not list(out.parent.glob(".*tmp*"))
 
-    # every format in and out, a baseline and the ensemble: the same predictions
-    for i, (src_suffix, out_suffix) in enumerate([(".parquet", ".csv"), (".jsonl", ".tsv"), (".tsv", ".jsonl")]):
+    # every format in and every format out, a baseline and the ensemble: the same predictions as `reweigh predict`
+    expected = {model: [e["label"] for e in cli_predict(served, model, scored)] for model in ("nbsvm", "ensemble")}
+    frame = pl.read_csv(src, infer_schema_length=0)
+    for i, (src_suffix, out_suffix, model) in enumerate([(".parquet", ".csv", "nbsvm"), (".jsonl", ".tsv", "ensemble"),
+                                                         (".tsv", ".jsonl", "nbsvm")]):
         other = served.path / "data" / "raw" / f"to score {i}{src_suffix}"
-        frame = pl.read_csv(src, infer_schema_length=0)
         {".parquet": frame.write_parquet, ".jsonl": frame.write_ndjson,
          ".tsv": lambda p: frame.write_csv(p, separator="\t")}[src_suffix](other)
         dest = served.path / "data" / "scored" / f"out {i}{out_suffix}"
-        for model in ("nbsvm", "ensemble"):
-            served.run(sys.executable, "-m", "reweigh.cli", "predict", "--file", str(other), "--text-column", "review",
-                       "--out", str(dest), "--model", model)
-            result = (pl.read_ndjson(dest) if out_suffix == ".jsonl"
-                      else pl.read_csv(dest, separator="\t" if out_suffix == ".tsv" else ",", infer_schema_length=0))
-            expected = [e["label"] for e in cli_predict(served, model, scored)]
-            assert result.filter(pl.col("predicted").is_not_null())["predicted"].to_list() == expected, (src_suffix, model)
+        served.run(sys.executable, "-m", "reweigh.cli", "predict", "--file", str(other), "--text-column", "review",
+                   "--out", str(dest), "--model", model)
+        result = (pl.read_ndjson(dest) if out_suffix == ".jsonl"
+                  else pl.read_csv(dest, separator="\t" if out_suffix == ".tsv" else ",", infer_schema_length=0))
+        assert result.filter(pl.col("predicted").is_not_null())["predicted"].to_list() == expected[model], (src_suffix, model)
 
 
 def test_bulk_scoring_errors_say_what_to_change_and_leave_nothing_half_written(served):
