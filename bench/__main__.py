@@ -41,6 +41,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="datasets section: rows per split (train, test, unsup) of the IMDB ratings table (0: all; --quick: --limit)")
     ap.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                     help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but datasets and serving)")
+    ap.add_argument("--models", help="serving section: comma-separated models to serve and score (default: every "
+                    "model in reports/metrics.json)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
 
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": lambda: datasets.run(work, archive, ablation, args.limit if args.quick else args.datasets_per_split,
                                          train_limit, p.seed),
         # full: the workspace's own run (make repro first); --quick: the pipeline section's project
-        "serving": lambda: serving.run(work / "pipeline" / "project" if args.quick else ROOT, work, args.quick, p.seed),
+        "serving": lambda: serving.run(work / "pipeline" / "project" if args.quick else ROOT, work, args.quick, p.seed,
+                                     args.models.split(",") if args.models else None),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

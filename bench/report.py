@@ -72,7 +72,7 @@ def render(b: dict[str, Any]) -> str:
         L += ["", f"char encoding, {cp['docs']:,} docs (peak RSS of the encoding process):", "",
               "| path | s | docs/s | tokens/s | peak RSS MB |", "|---|--:|--:|--:|--:|"]
         for name, r in (("code-point lookup (numpy, the stage)", cp["fast_lookup"]),
-                        ("`tok.encode_batch`, per-character pre-tokenizer (baseline)", cp["baseline_encode_batch"])):
+                        ("`tok.encode_batch_fast`, per-character pre-tokenizer (baseline)", cp["baseline_encode_batch"])):
             L.append(f"| {name} | {_f(r['seconds'], 2)} | {_f(r['docs_per_s'], 0)} | {_f(r['tokens_per_s'], 0)} | {_f(r['peak_rss_mb'], 0)} |")
         L += ["", f"Lookup is {_f(cp['speedup'], 1)}× faster; same ids: {'yes' if cp['same_ids'] else 'NO'}.", ""]
 

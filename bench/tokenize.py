@@ -73,10 +73,10 @@ def _char_path(clean: str, cfg: dict, n_docs: int, path: str) -> dict[str, Any]:
     with timer() as t:
         if path == "fast":
             ids = encode(tok, texts, "char", cfg_.max_length, cfg_.chunk_size)
-        else:  # what encode() does for every other kind: encode_batch on the whole text, then truncate
+        else:  # what encode() does for every other kind: encode_batch_fast on the whole text, then truncate
             ids = []
             for chunk in _chunks(texts, cfg_.chunk_size):
-                ids.extend(e.ids[:cfg_.max_length] for e in tok.encode_batch(chunk, add_special_tokens=False))
+                ids.extend(e.ids[:cfg_.max_length] for e in tok.encode_batch_fast(chunk, add_special_tokens=False))
     n_tokens = int(sum(len(x) for x in ids))
     digest = hash(tuple(tuple(x) for x in ids))
     return {"docs": len(texts), "tokens": n_tokens, "seconds": round(t["s"], 3),

@@ -103,9 +103,9 @@ def encode(tok: Tokenizer, texts: list[str], kind: str, max_length: int, chunk_s
             out.append(ids.tolist())
         return out
     out = []
-    for chunk in _chunks(texts, chunk_size):
+    for chunk in _chunks(texts, chunk_size):  # _fast: no character offsets, which nothing here reads (a third less time)
         out.extend(truncate(enc.ids, max_length, truncation, head_share)
-                   for enc in tok.encode_batch(chunk, add_special_tokens=False))
+                   for enc in tok.encode_batch_fast(chunk, add_special_tokens=False))
     return out
 
 

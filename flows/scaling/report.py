@@ -177,10 +177,17 @@ def markdown(rows: list[dict[str, Any]], analysis: dict[str, Any], made: dict[st
                 f"Measured: **{cross['neural']}** is not below **{cross['linear']}** at the largest size, or not from one size on")
         fitted = (f"; the fitted curves cross at about **{cross['fitted']:,.0f}** labels." if cross["fitted"] else
                   "; the fitted curves do not cross in the measured range (up to twice the largest size).")
-        why = (" Below that size a linear model over n-grams is the better choice: it has far fewer parameters to fit "
-               "from few examples; above it the neural model's learned representations pay." if cross["measured"] else
-               " Here the linear model is at least as good at every size measured: its n-gram features need few "
-               "examples, and the neural model's representation has not yet paid for its parameters.")
+        if cross["measured"]:
+            why = (" Below that size a linear model over n-grams is the better choice: it has far fewer parameters to "
+                   "fit from few examples; above it the neural model's learned representations pay.")
+        elif cross["fitted"]:
+            beyond = " (beyond the largest size measured)" if cross["fitted"] > analysis["largest"] else ""
+            why = (f" The measured points do not show it yet: the fit only forecasts that {cross['neural']}, whose error "
+                   f"falls faster, passes {cross['linear']} from there{beyond}. Label more and rerun the grid to see "
+                   "whether it does; until then the linear model is at least as good at every size measured.")
+        else:
+            why = (" Here the linear model is at least as good at every size measured: its n-gram features need few "
+                   "examples, and the neural model's representation has not yet paid for its parameters.")
         lines.append(f"The best neural model at full size is {cross['neural']}, the best linear one {cross['linear']}. "
                      + what + fitted + why)
     else:
