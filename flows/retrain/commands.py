@@ -31,7 +31,8 @@ from reweigh.params import ModelParams, ParamsError, apply_overrides, load_raw_p
 
 LOCK_FILE = Path(".dvc") / "tmp" / "reweigh-retrain.lock"
 RESTORE_POINT = Path(".dvc") / "tmp" / "reweigh-champion"
-CHAMPION_FILES = ("dvc.lock", "params.yaml", "reports")  # what `dvc exp apply` rewrites besides cached outputs
+RESULTS = ("reports", "dvclive")  # the pipeline's git-tracked outputs (cache: false): reports, the train stages' DVCLive logs
+CHAMPION_FILES = ("dvc.lock", "params.yaml", *RESULTS)  # what `dvc exp apply` rewrites besides cached outputs
 
 class RetrainFailed(RuntimeError):
     """A retrain step failed; the message names the step (and the DVC stage) and ends with DVC's output."""
@@ -219,7 +220,7 @@ def git(args: list[str], cwd: Path, check: bool = True) -> str:
 
 
 def save_restore_point(workdir: Path) -> Path:
-    """Copy the champion's dvc.lock, params.yaml and reports/ aside before a promotion rewrites them.
+    """Copy the champion's dvc.lock, params.yaml, reports/ and dvclive/ aside before a promotion rewrites them.
 
     Written under a temporary name and renamed, so a restore point is always whole; its outputs need no
     copy (DVC's cache keeps every version dvc.lock names)."""

@@ -2,15 +2,15 @@
 
 dvc.yaml declares the artifact `text-classifier` (the models, tokenizer and baselines under artifacts/,
 with the data and reports their dvc.lock names). A promotion commits what `dvc exp apply` changed
-(dvc.lock, params.yaml, reports/) and registers that commit:
+(dvc.lock, params.yaml, reports/, dvclive/) and registers that commit:
 
-    git commit -- dvc.lock params.yaml reports         "retrain <experiment>: promoted ..."
+    git commit -- dvc.lock params.yaml reports dvclive "retrain <experiment>: promoted ..."
     gto register text-classifier <commit>              tag text-classifier@v0.0.N (the next patch version)
     gto assign text-classifier --version v0.0.N --stage champion     tag text-classifier#champion#M
 
 `gto show text-classifier` then lists every version and which one is the champion; the DVC remote holds
 each version's data and models (the retrain pushes them). Rolling back (`reweigh rollback [VERSION]`)
-restores a version's dvc.lock, params.yaml and reports/ from git and its outputs with `dvc checkout`
+restores a version's dvc.lock, params.yaml, reports/ and dvclive/ from git and its outputs with `dvc checkout`
 (from the cache, else `dvc pull` from the remote), commits that, and assigns the champion stage to it
 again: no training, and the next retrain judges against it because it is the workspace.
 """
@@ -24,11 +24,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.retrain.commands import RetrainFailed, dvc, git, git_identity_env
+from flows.retrain.commands import CHAMPION_FILES, RESULTS, RetrainFailed, dvc, git, git_identity_env
 
 ARTIFACT = "text-classifier"  # as dvc.yaml's artifacts section names it
 STAGE = "champion"
-FILES = ("dvc.lock", "params.yaml", "reports")  # what a version's commit holds besides code
+FILES = CHAMPION_FILES  # what a version's commit holds besides code: dvc.lock, params.yaml, reports/, dvclive/
 
 
 def _gto(args: list[str], workdir: Path) -> subprocess.CompletedProcess:
@@ -122,10 +122,13 @@ def rollback(workdir: Path, version: str | None = None, remote: str | None = Non
     target = next((v for v in known if v["version"] == version), None)
     if target is None:
         raise RetrainFailed("rollback", f"{ARTIFACT} has no version {version}; versions: {', '.join(v['version'] for v in known)}")
-    # the version's files, exactly: reports/ it did not have must not linger (DVC-cached ones come back below)
-    git(["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", "reports"], workdir)
-    shutil.rmtree(workdir / "reports", ignore_errors=True)
-    git(["checkout", target["commit"], "--", *FILES], workdir)
+    # the version's files, exactly: reports/ (or dvclive/) it did not have must not linger (DVC-cached ones come
+    # back below); a version from before DVCLive has no dvclive/
+    for folder in RESULTS:
+        git(["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", folder], workdir)
+        shutil.rmtree(workdir / folder, ignore_errors=True)
+    held = [f for f, oid in zip(FILES, content(workdir, target["commit"])) if oid]
+    git(["checkout", target["commit"], "--", *held], workdir)
     try:
         dvc(["checkout", "--force"], workdir, "rollback")
     except RetrainFailed:  # outputs not in the local cache: the remote has every promoted version
