@@ -170,21 +170,17 @@ def experiments(workdir: Path, tries: int = 3) -> dict[str, dict[str, Any]]:
     return out
 
 
-def queue_states(workdir: Path) -> dict[str, str]:
-    """`dvc queue status`: each task's name and state (Queued, Running, Failed, Success)."""
+def queue_status(workdir: Path) -> tuple[dict[str, str], bool]:
+    """`dvc queue status`, read once: each task's name and state (queued, running, failed, success), and whether
+    a worker is alive (active or idle)."""
     r = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=workdir, capture_output=True, text=True, timeout=300)
     states = {}
     for line in r.stdout.splitlines():
         cells = re.split(r"\s{2,}", line.strip())
         if len(cells) >= 4 and cells[0] != "Task":
             states[cells[1]] = cells[3].lower()
-    return states
-
-
-def workers_alive(workdir: Path) -> bool:
-    r = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=workdir, capture_output=True, text=True, timeout=300)
     found = re.search(r"Worker status:\s*(\d+) active, (\d+) idle", r.stdout)
-    return bool(found and (int(found.group(1)) or int(found.group(2))))
+    return states, bool(found and (int(found.group(1)) or int(found.group(2))))
 
 
 def copy_paths(workdir: Path, p: Params) -> list[str]:
@@ -240,7 +236,7 @@ def wait(workdir: Path, names: list[str], poll: float = 10.0, timeout: float | N
     reported: dict[str, str] = {}
     while True:
         done = finished(workdir)
-        queued = queue_states(workdir)
+        queued, alive = queue_status(workdir)
         states = {n: ("success" if n in done else queued.get(n, "missing")) for n in names}
         for n, s in states.items():
             if reported.get(n) != s:
@@ -249,7 +245,7 @@ def wait(workdir: Path, names: list[str], poll: float = 10.0, timeout: float | N
         pending = [n for n, s in states.items() if s in ("queued", "running")]
         if not pending:
             return states
-        if not workers_alive(workdir):
+        if not alive:
             if not any(s == "running" for s in states.values()):
                 return states
         if deadline is not None and time.monotonic() > deadline:

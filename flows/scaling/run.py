@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.scaling import report
-from flows.scaling.grid import (Point, ScalingError, copy_paths, enqueue, experiments, finished, forget, grid, queue_states,
-                                start, wait, workers_alive)
+from flows.scaling.grid import (Point, ScalingError, copy_paths, enqueue, experiments, finished, forget, grid, queue_status,
+                                start, wait)
 from reweigh.params import ENSEMBLE, load_params, role
 
 
@@ -60,7 +60,7 @@ def scaling(workdir: Path = Path("."), quick: bool = False, jobs: int | None = N
     say(f"scaling: {full.label} (the workspace's run) and {len(extra)} experiment(s): "
         + ", ".join(pt.label for pt in extra))
     if not collect_only and extra:
-        done, queued, alive = finished(workdir), queue_states(workdir), workers_alive(workdir)
+        done, (queued, alive) = finished(workdir), queue_status(workdir)
         missing = []
         for pt in extra:
             if pt.name in done:
