@@ -206,10 +206,12 @@ def _serving(s: dict[str, Any]) -> list[str]:
         for lv in r["service"]["levels"]:
             L.append(f"| {model} | {lv['clients']} | {_f(lv['requests'])} | {_f(lv['requests_per_s'])} | {_f(lv['p50_ms'])} | "
                      f"{_f(lv['p95_ms'])} | {_f(lv['p99_ms'])} | {lv['failures']} | {_f(r['service']['server_peak_rss_mb'], 0)} |")
-    L += ["", "| model | bulk docs/s (raw text → file) | bulk peak RSS MB | bare docs/s (encoded ids → probabilities) | bulk / bare |",
-          "|---|--:|--:|--:|--:|"]
+    L += ["", "| model | bulk docs/s (raw text → file) | bulk peak RSS MB | bare docs/s (encoded ids → probabilities) | bulk / bare | runs: bulk; bare |",
+          "|---|--:|--:|--:|--:|---|"]
+    runs = lambda x: ", ".join(_f(v, 0) for v in x.get("runs_docs_per_s", []))  # noqa: E731
     for model, r in s["models"].items():
         if "error" not in r:
             L.append(f"| {model} | {_f(r['bulk']['docs_per_s'], 0)} | {_f(r['bulk']['peak_rss_mb'], 0)} | "
-                     f"{_f(r['bare'].get('docs_per_s'), 0)} | {_f(r.get('bulk_vs_bare'), 2)} |")
+                     f"{_f(r['bare'].get('docs_per_s'), 0)} | {_f(r.get('bulk_vs_bare'), 2)} | {runs(r['bulk'])}; {runs(r['bare'])} |")
+    L += ["", "Bulk and bare: the median of the runs, taken in turn (bulk, bare, bulk, ...)."]
     return L + [""]
