@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--archive PATH] [--out reports/]` → reports/bench.json + reports/bench.md.
 
 Benchmarks report; they assert nothing about time. Sections: clean, tokenize, train, pipeline, accuracy,
-pretrain, ablations, and on request datasets and serving (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
+pretrain, ablations, and on request datasets, serving and scale (see docs/benchmarks.md). Every measured item runs in a fresh child process (peak RSS of its own).
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations", "datasets", "serving")
-# on request: datasets (two more dvc repro runs, on IMDB 10.5 minutes here) and serving (a service per model; full
-# mode reads the workspace's finished run)
-DEFAULT_SECTIONS = SECTIONS[:-2]
+SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "ablations", "datasets", "serving", "scale")
+# on request: datasets (two more dvc repro runs, on IMDB 10.5 minutes here), serving (a service per model; full
+# mode reads the workspace's finished run) and scale (the data stages on up to millions of documents)
+DEFAULT_SECTIONS = SECTIONS[:-3]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +43,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but datasets and serving)")
     ap.add_argument("--models", help="serving section: comma-separated models to serve and score (default: every "
                     "model in reports/metrics.json)")
+    ap.add_argument("--scale-sizes", help="scale section: comma-separated corpus sizes in documents (default "
+                    "100000,1000000; --quick: 2000,10000); add 5000000 for the five-million run")
+    ap.add_argument("--scale-in-memory-max", type=int, default=1_000_000,
+                    help="scale section: largest size at which the in-memory baseline also runs (default 1,000,000: it "
+                         "holds the whole corpus)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
 
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="reweigh-bench-prefect-"))
     import reweigh  # noqa: F401  (offline, quiet library defaults)
-    from bench import ablations, accuracy, clean, datasets, pipeline, pretrain, report, serving, tokenize, train
+    from bench import ablations, accuracy, clean, datasets, pipeline, pretrain, report, scale, serving, tokenize, train
     from bench.common import ROOT, git_commit, machine, now_utc
     from bench.data import load_reviews, resolve_archive
     from reweigh.params import load_params
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         # full: the workspace's own run (make repro first); --quick: the pipeline section's project
         "serving": lambda: serving.run(work / "pipeline" / "project" if args.quick else ROOT, work, args.quick, p.seed,
                                      args.models.split(",") if args.models else None),
+        "scale": lambda: scale.run(work, [int(x) for x in (args.scale_sizes or ("2000,10000" if args.quick else "100000,1000000")).split(",")],
+                                   args.scale_in_memory_max),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

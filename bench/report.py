@@ -131,6 +131,8 @@ def render(b: dict[str, Any]) -> str:
         L += _datasets(dict(b["datasets"]))
     if "serving" in b:
         L += _serving(dict(b["serving"]))
+    if "scale" in b:
+        L += _scale(dict(b["scale"]))
     return "\n".join(L)
 
 
@@ -214,4 +216,24 @@ def _serving(s: dict[str, Any]) -> list[str]:
             L.append(f"| {model} | {_f(r['bulk']['docs_per_s'], 0)} | {_f(r['bulk']['peak_rss_mb'], 0)} | "
                      f"{_f(r['bare'].get('docs_per_s'), 0)} | {_f(r.get('bulk_vs_bare'), 2)} | {runs(r['bulk'])}; {runs(r['bare'])} |")
     L += ["", "Bulk and bare: the median of the runs, taken in turn (bulk, bare, bulk, ...)."]
+    return L + [""]
+
+
+def _scale(s: dict[str, Any]) -> list[str]:
+    L = ["## scale: the data stages as the corpus grows (`--sections scale`)", ""] + _error(s)
+    if "error" in s:
+        return L
+    L += ["Streaming: the stage as `dvc repro` runs it; in memory: the same work on the whole table at once (the "
+          "baseline). Each in a fresh process; peak RSS is that process's.", "",
+          "| documents | stage | streaming docs/s | streaming peak RSS MB | in-memory docs/s | in-memory peak RSS MB | "
+          "speed (stream / in-memory) | RSS (stream / in-memory) |",
+          "|--:|---|--:|--:|--:|--:|--:|--:|"]
+    for n, row in s["sizes"].items():
+        for stage in s["stages"]:
+            r, m = row[stage], row[stage].get("in_memory", {})
+            L.append(f"| {int(n):,} | {stage} | {_f(r['docs_per_s'], 0)} | {_f(r['peak_rss_mb'], 0)} | {_f(m.get('docs_per_s'), 0)} | "
+                     f"{_f(m.get('peak_rss_mb'), 0)} | {_f(r.get('stream_vs_in_memory_speed'), 2)} | {_f(r.get('stream_vs_in_memory_rss'), 2)} |")
+    same = next((row["same_outputs"] for row in s["sizes"].values() if "same_outputs" in row), None)
+    if same:
+        L += ["", "Same outputs at the smallest size (streaming vs in memory): " + ", ".join(f"{k} {'yes' if v else '**NO**'}" for k, v in same.items() if k != "peak_rss_mb") + "."]
     return L + [""]

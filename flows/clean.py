@@ -2,6 +2,10 @@
 
 Read like a tokenizers pipeline: `clean.steps: [strip_markup, unescape_entities, lowercase,
 remove_punctuation, normalize_whitespace]`; drop a name to switch a step off, reorder to reorder.
+
+The stage streams: it reads data/ingested.parquet a batch of rows at a time, cleans each batch on every core
+(clean_frame) and writes it as one row group of data/clean.parquet, so its memory does not grow with the
+number of documents.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import polars as pl
 from prefect import flow
 
 from flows.common import DATA, params, run_stage
-from reweigh.io import write_parquet
+from reweigh.io import read_batches, write_batches
 
 INPUT = DATA / "ingested.parquet"
 OUTPUT = DATA / "clean.parquet"
@@ -30,7 +34,7 @@ def strip_markup(text: pl.Expr) -> pl.Expr:
 def unescape_entities(text: pl.Expr) -> pl.Expr:
     # Numeric entities are decoded one distinct value at a time (few per corpus), then all entities,
     # named and numeric, are replaced in one Aho-Corasick pass.
-    return text.map_batches(_unescape_series, return_dtype=pl.String)
+    return text.map_batches(_unescape_series, return_dtype=pl.String, is_elementwise=True)  # row by row: streams
 
 
 def _unescape_series(texts: pl.Series) -> pl.Series:
@@ -100,10 +104,11 @@ def clean_texts(texts: list[str] | pl.Series, steps: list[str]) -> list[str]:
 @flow(name="clean", log_prints=True)
 def clean_flow() -> str:
     p = params()
-    df = pl.read_parquet(INPUT, columns=["id", "text", "label", "split"])
-    cleaned = clean_frame(df, p.clean.steps)
-    write_parquet(cleaned, OUTPUT)
-    print(f"clean: {cleaned.height:,} rows, steps {p.clean.steps} → {OUTPUT}")
+    schema = pl.read_parquet_schema(INPUT)
+    columns = ["id", "text", "label", "split"]
+    rows = write_batches((clean_frame(batch, p.clean.steps) for batch in read_batches(INPUT, columns)), OUTPUT,
+                         empty=pl.DataFrame(schema={c: schema[c] for c in columns}))
+    print(f"clean: {rows:,} rows, steps {p.clean.steps} → {OUTPUT}")
     return str(OUTPUT)
 
 

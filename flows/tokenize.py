@@ -4,6 +4,10 @@ Trained on split train (plus unsup when the adapter loaded it), never on val or 
 text leaks into the vocabulary. Kinds: `word` (WordLevel), `bpe`, `wordpiece`, `char`. Ids: `<pad>` = 0,
 `<unk>` = 1. Encoding runs in chunks (one `encode_batch` over 50k long reviews peaks near 4 GB).
 
+The stage streams: the tokenizer is fitted on the training text read batch by batch from data/clean.parquet,
+then each batch of labelled rows is encoded and written as its own row group of data/tokens.parquet, so the
+stage holds one batch and the tokenizer, however many documents there are.
+
 The `char` kind is a WordLevel tokenizer over single characters, so tokenizer.json decodes and predicts
 like the others; bulk encoding uses a code-point lookup table instead, which gives the same ids about 50x
 faster than the per-character pre-tokenizer (a test holds the two to the same output).
@@ -19,7 +23,7 @@ from prefect import flow
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage
-from reweigh.io import atomic_path, write_json, write_parquet
+from reweigh.io import atomic_path, read_batches, write_batches, write_json
 from reweigh.params import TokenizeParams
 
 INPUT = DATA / "clean.parquet"
@@ -28,6 +32,7 @@ OUTPUT = DATA / "tokens.parquet"
 STATS = REPORTS / "tokenize.json"
 PAD, UNK = "<pad>", "<unk>"
 SPECIAL_TOKENS = [PAD, UNK]  # ids 0 and 1, in this order
+FIT_SPLITS = ("train", "unsup")  # the text a tokenizer learns from: never val or test
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizeParams) -> Tokenizer:
@@ -134,32 +139,60 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
         tok.save(str(tmp))
 
 
-@flow(name="tokenize", log_prints=True)
-def tokenize_flow() -> str:
-    cfg = params().tokenize
-    labels = read_dataset_info()["labels"]
-    df = pl.read_parquet(INPUT)
-    fit_texts = df.filter(pl.col("split").is_in(["train", "unsup"]))["text"]
-    tok = train_tokenizer(iter(fit_texts), cfg)
-    labelled = df.filter(pl.col("split") != "unsup")
-    ids = encode(tok, labelled["text"].to_list(), cfg.kind, cfg.max_length, cfg.chunk_size, cfg.truncation, cfg.head_share)
-    tokens = labelled.select(
+def fit_texts(path: Path, batch_rows: int | None = None) -> Iterator[str]:
+    """The texts a tokenizer is fitted on (splits train and unsup), read a batch of rows at a time."""
+    for batch in read_batches(path, ["text", "split"], batch_rows):
+        yield from batch.filter(pl.col("split").is_in(FIT_SPLITS))["text"]
+
+
+def encode_frame(batch: pl.DataFrame, tok: Tokenizer, cfg: TokenizeParams, labels: list[str]) -> pl.DataFrame:
+    """Rows of the cleaned table as data/tokens.parquet holds them: id, split, label, label_id, ids, length."""
+    ids = encode(tok, batch["text"].to_list(), cfg.kind, cfg.max_length, cfg.chunk_size, cfg.truncation, cfg.head_share)
+    return batch.select(
         "id", "split", "label",
         pl.col("label").replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).alias("label_id"),
         pl.Series("ids", ids, dtype=pl.List(pl.UInt32)),
     ).with_columns(length=pl.col("ids").list.len().cast(pl.UInt32))
-    save_tokenizer(tok, TOKENIZER)
-    write_parquet(tokens, OUTPUT)
-    lengths = tokens["length"]
+
+
+def write_tokens(path: Path, tok: Tokenizer, cfg: TokenizeParams, labels: list[str], target: Path,
+                 batch_rows: int | None = None) -> dict[str, int]:
+    """Every labelled row of the cleaned table at `path` encoded into `target`, a row group per batch read;
+    the counts the stage's stats come from."""
     unk = tok.token_to_id(UNK)
+    n = {"documents": 0, "tokens": 0, "truncated": 0, "unk": 0}
+
+    def encoded() -> Iterator[pl.DataFrame]:
+        for batch in read_batches(path, ["id", "split", "label", "text"], batch_rows):
+            part = encode_frame(batch.filter(pl.col("split") != "unsup"), tok, cfg, labels)
+            if part.height:
+                n["documents"] += part.height
+                n["tokens"] += int(part["length"].sum())
+                n["truncated"] += int((part["length"] >= cfg.max_length).sum())
+                n["unk"] += int(part["ids"].explode().eq(unk).sum())
+                yield part
+
+    schema = pl.read_parquet_schema(path)
+    empty = encode_frame(pl.DataFrame(schema={c: schema[c] for c in ("id", "split", "label", "text")}), tok, cfg, labels)
+    write_batches(encoded(), target, empty)
+    return n
+
+
+@flow(name="tokenize", log_prints=True)
+def tokenize_flow() -> str:
+    cfg = params().tokenize
+    labels = read_dataset_info()["labels"]
+    tok = train_tokenizer(fit_texts(INPUT), cfg)
+    save_tokenizer(tok, TOKENIZER)
+    n = write_tokens(INPUT, tok, cfg, labels, OUTPUT)
     stats = {
         "kind": cfg.kind,
         "vocab_size": tok.get_vocab_size(),
-        "fit_documents": fit_texts.len(),
-        "documents": tokens.height,
-        "mean_length": round(float(lengths.mean()), 2),
-        "truncated_share": round(float((lengths >= cfg.max_length).mean()), 4),
-        "unk_share": round(float(tokens["ids"].explode().eq(unk).mean()), 5),
+        "fit_documents": pl.scan_parquet(INPUT).filter(pl.col("split").is_in(FIT_SPLITS)).select(pl.len()).collect().item(),
+        "documents": n["documents"],
+        "mean_length": round(n["tokens"] / n["documents"], 2) if n["documents"] else None,
+        "truncated_share": round(n["truncated"] / n["documents"], 4) if n["documents"] else None,
+        "unk_share": round(n["unk"] / n["tokens"], 5) if n["tokens"] else None,
     }
     write_json(stats, STATS)
     print(f"tokenize: {stats} → {TOKENIZER}, {OUTPUT}")

@@ -155,7 +155,7 @@ def train_flow(name: str) -> str:
     p = params()
     labels = read_dataset_info()["labels"]
     vocab_size = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
-    tokens = limit_labels(pl.read_parquet(TOKENS), p.train.label_limit, p.seed)
+    tokens = limit_labels(pl.read_parquet(TOKENS, columns=["id", "split", "label_id", "ids"]), p.train.label_limit, p.seed)
     splits = {s: tokens.filter(pl.col("split") == s) for s in ("train", "val", "test")}
     data = {s: TokenSet.from_frame(df) for s, df in splits.items()}
     model, hyper, init_note = build_initialised(name, p, vocab_size, len(labels))

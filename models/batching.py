@@ -27,7 +27,7 @@ UNK_ID = 1
 class TokenSet:
     """Token ids of many documents, stored flat: document i is ids[offsets[i]:offsets[i] + lengths[i]]."""
 
-    ids: np.ndarray  # (N_tokens,) int64
+    ids: np.ndarray  # (N_tokens,) uint32 from a token table (half of int64's memory), any integer type given directly
     offsets: np.ndarray  # (N,) int64
     lengths: np.ndarray  # (N,) int64
     labels: np.ndarray  # (N,) int64
@@ -45,7 +45,7 @@ class TokenSet:
         series = pl.select(pl.when(series.list.len() == 0).then(pl.lit([UNK_ID], dtype=pl.List(pl.UInt32))).otherwise(series)).to_series()
         lengths = series.list.len().to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        flat = series.explode().to_numpy().astype(np.int64)
+        flat = series.explode().to_numpy().astype(np.uint32, copy=False)  # token ids < 2**32: 4 bytes each
         labels = np.zeros(len(lengths), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         return cls(flat, offsets, lengths, labels)
 

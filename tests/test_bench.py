@@ -42,7 +42,10 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), REWEIGH_CACHE=str(tmp_path / "cache"),
                REWEIGH_BENCH_TEST=run_id)
     env.pop("REWEIGH_IMDB_ARCHIVE", None)
-    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--archive", str(archive), "--out", str(out)],
+    from bench.__main__ import DEFAULT_SECTIONS
+
+    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--archive", str(archive), "--out", str(out),
+                        "--sections", ",".join((*DEFAULT_SECTIONS, "scale")), "--scale-sizes", "150,400"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-6000:]
     # Nothing it started outlives it (its Prefect overhead probe once left a temporary API server running).
@@ -133,8 +136,19 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     assert ab["variants"]["transformer"]["predictions_changed"] == 0, "the mask keeps padding out"
     assert Path(ab["figure"]).is_file()
 
+    sc = b["scale"]  # two corpus sizes of the quick reviews repeated; the in-memory baseline at both
+    assert list(sc["sizes"]) == ["150", "400"] and sc["stages"] == ["clean", "tokenize"]
+    for n, row in sc["sizes"].items():
+        assert row["corpus"]["documents"] == int(n)
+        for stage in sc["stages"]:
+            r_ = row[stage]
+            assert _num(r_["docs_per_s"]) and _num(r_["peak_rss_mb"]) and _num(r_["in_memory"]["peak_rss_mb"]), (n, stage)
+            assert _num(r_["stream_vs_in_memory_speed"]) and _num(r_["stream_vs_in_memory_rss"]), (n, stage)
+    same = sc["sizes"]["150"]["same_outputs"]
+    assert same["clean"] is True and same["tokens"] is True and same["tokenizer"] is True
+
     md = (out / "bench.md").read_text()
-    for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy", "## pretrain", "## ablations"):
+    for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy", "## pretrain", "## ablations", "## scale"):
         assert heading in md
     assert "| baseline (TF-IDF) | – |" in md
     assert "| polars, 1 thread |" in md and "91.22%" in md and "torch threads" in md

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.clean import STEPS, clean_frame, clean_texts
+from flows.clean import STEPS, clean_expr, clean_frame, clean_texts
 
 ALL = list(STEPS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +89,25 @@ def test_clean_frame_runs_slices_in_parallel_and_keeps_rows_in_order(monkeypatch
     out = clean_frame(df, ALL)
     assert out.columns == df.columns and out["id"].to_list() == list(range(len(reviews)))
     assert out["text"].to_list() == clean_texts(reviews, ALL)
+
+
+def test_the_stage_streams_batch_by_batch_into_the_same_table_as_cleaning_it_whole(tmp_path, monkeypatch):
+    """The clean flow reads and writes 7 rows at a time: each batch decodes only the numeric entities it holds
+    (unescape_entities builds its table per batch), the rows keep their order, each batch is a row group."""
+    import pyarrow.parquet as pq
+
+    from flows.clean import clean_flow
+    from reweigh import io
+
+    rows = [f"Row {i}: <i>caf&#233;</i> &#x263A; &amp; it's {'se&#241;or ' if i % 5 == 0 else ''}GOOD!" for i in range(100)]
+    df = pl.DataFrame({"id": [str(i) for i in range(100)], "text": rows, "label": ["pos", "neg"] * 50, "split": ["train"] * 100})
+    (tmp_path / "data").mkdir()
+    df.write_parquet(tmp_path / "data" / "ingested.parquet")
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(io, "ROW_GROUP", 7)
+    clean_flow.fn()
+    out = pl.read_parquet(tmp_path / "data" / "clean.parquet")
+    assert out.equals(clean_frame(df, ALL))
+    assert out["text"][0] == "row 0 café its señor good" and out["text"][1] == "row 1 café its good"
+    assert pq.ParquetFile(tmp_path / "data" / "clean.parquet").metadata.num_row_groups == 15  # ceil(100 / 7)

@@ -71,3 +71,51 @@ def test_min_frequency_drops_rare_words():
     tok = train_tokenizer(iter(TRAIN + ["hapax"]), cfg)
     assert tok.token_to_id("hapax") is None
     assert tok.token_to_id("great") is not None
+
+
+def test_the_stage_encodes_batch_by_batch_into_the_same_table_as_encoding_it_whole(tmp_path):
+    """fit_texts and write_tokens read the cleaned table 8 rows at a time (write_tokens writes each batch's
+    labelled rows as a row group): the tokenizer and the table equal fitting and encoding everything at once,
+    and the counts are the whole table's."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from flows import tokenize
+
+    cfg = TokenizeParams(kind="word", vocab_size=40, min_frequency=1, max_length=10)
+    texts = [t + f" extra{i}" for i, t in enumerate(TRAIN[:60])]
+    splits = ["train", "test", "unsup"] * 20
+    df = pl.DataFrame({"id": [str(i) for i in range(60)], "text": texts, "label": [None if s == "unsup" else ("pos", "neg")[i % 2]
+                       for i, s in enumerate(splits)], "split": splits})
+    clean = tmp_path / "clean.parquet"
+    df.write_parquet(clean)
+    fit = [t for t, s in zip(texts, splits) if s in ("train", "unsup")]
+    assert list(tokenize.fit_texts(clean, batch_rows=8)) == fit
+    tok = train_tokenizer(tokenize.fit_texts(clean, batch_rows=8), cfg)
+    assert tok.to_str() == train_tokenizer(iter(fit), cfg).to_str()
+    n = tokenize.write_tokens(clean, tok, cfg, ["neg", "pos"], tmp_path / "tokens.parquet", batch_rows=8)
+    out = pl.read_parquet(tmp_path / "tokens.parquet")
+    labelled = df.filter(pl.col("split") != "unsup")
+    whole = encode(tok, labelled["text"].to_list(), "word", 10, truncation=cfg.truncation, head_share=cfg.head_share)
+    assert out["ids"].to_list() == whole and out["id"].to_list() == labelled["id"].to_list()
+    assert out["label_id"].to_list() == [1 if label == "pos" else 0 for label in labelled["label"]]
+    assert out["length"].to_list() == [len(ids) for ids in whole]
+    assert pq.ParquetFile(tmp_path / "tokens.parquet").metadata.num_row_groups == 8  # ceil(60 / 8) batches read
+    unk = tok.token_to_id(UNK)
+    assert n == {"documents": 40, "tokens": sum(map(len, whole)), "truncated": sum(len(ids) >= 10 for ids in whole),
+                 "unk": sum(i == unk for ids in whole for i in ids)}
+    assert n["unk"] > 0 and 0 < n["truncated"] < 40  # the counts are not vacuous
+
+
+def test_the_stage_writes_an_empty_table_with_its_columns_when_nothing_is_labelled(tmp_path):
+    import polars as pl
+
+    from flows import tokenize
+
+    cfg = TokenizeParams(kind="word", vocab_size=40, min_frequency=1, max_length=6)
+    tok = train_tokenizer(iter(TRAIN), cfg)
+    pl.DataFrame({"id": ["0"], "text": ["the movie"], "label": [None], "split": ["unsup"]},
+                 schema={c: pl.String for c in ("id", "text", "label", "split")}).write_parquet(tmp_path / "clean.parquet")
+    assert tokenize.write_tokens(tmp_path / "clean.parquet", tok, cfg, ["neg", "pos"], tmp_path / "t.parquet")["documents"] == 0
+    out = pl.read_parquet(tmp_path / "t.parquet")
+    assert out.height == 0 and out.columns == ["id", "split", "label", "label_id", "ids", "length"]
