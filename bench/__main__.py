@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "serving": lambda: serving.run(work / "pipeline" / "project" if args.quick else ROOT, work, args.quick, p.seed,
                                      args.models.split(",") if args.models else None),
         "scale": lambda: scale.run(work, [int(x) for x in (args.scale_sizes or ("2000,10000" if args.quick else "100000,1000000")).split(",")],
-                                   args.scale_in_memory_max),
+                                   args.scale_in_memory_max, pipeline.PREFECT_API["url"]),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     needs = {"tokenize": "clean", "train": "tokenize"}
     server = contextlib.ExitStack()  # the sections that run `dvc repro` share one Prefect server, as make repro does
-    if {"pipeline", "pretrain", "ablations", "datasets"} & set(wanted):
+    if {"pipeline", "pretrain", "ablations", "datasets", "scale"} & set(wanted):
         pipeline.PREFECT_API["url"] = server.enter_context(prefect_server(work / "prefect-server"))
     with server:
         for name in SECTIONS:

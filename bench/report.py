@@ -219,6 +219,10 @@ def _serving(s: dict[str, Any]) -> list[str]:
     return L + [""]
 
 
+def ratio_(a: Any, b: Any) -> float | None:
+    return round(a / b, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
 def _scale(s: dict[str, Any]) -> list[str]:
     L = ["## scale: the data stages as the corpus grows (`--sections scale`)", ""] + _error(s)
     if "error" in s:
@@ -233,6 +237,13 @@ def _scale(s: dict[str, Any]) -> list[str]:
             r, m = row[stage], row[stage].get("in_memory", {})
             L.append(f"| {int(n):,} | {stage} | {_f(r['docs_per_s'], 0)} | {_f(r['peak_rss_mb'], 0)} | {_f(m.get('docs_per_s'), 0)} | "
                      f"{_f(m.get('peak_rss_mb'), 0)} | {_f(r.get('stream_vs_in_memory_speed'), 2)} | {_f(r.get('stream_vs_in_memory_rss'), 2)} |")
+    dask = [(n, stage, row[stage]["dask"]) for n, row in s["sizes"].items() for stage in s["stages"] if "dask" in row[stage]]
+    if dask:
+        L += ["", "The same stages with `engine.kind: dask` (their batches as Prefect tasks on a 2-worker Dask LocalCluster):", "",
+              "| documents | stage | docs/s | stage process peak RSS MB | workers' peak RSS MB | dask / local docs/s |", "|--:|---|--:|--:|--:|--:|"]
+        for n, stage, d in dask:
+            L.append(f"| {int(n):,} | {stage} | {_f(d['docs_per_s'], 0)} | {_f(d['peak_rss_mb'], 0)} | {_f(d.get('workers_peak_rss_mb'), 0)} | "
+                     f"{_f(ratio_(d['docs_per_s'], s['sizes'][n][stage]['docs_per_s']), 2)} |")
     same = next((row["same_outputs"] for row in s["sizes"].values() if "same_outputs" in row), None)
     if same:
         L += ["", "Same outputs at the smallest size (streaming vs in memory): " + ", ".join(f"{k} {'yes' if v else '**NO**'}" for k, v in same.items() if k != "peak_rss_mb") + "."]

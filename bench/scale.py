@@ -4,6 +4,8 @@ The corpus: the bench's reviews (IMDB: train, test and unlabelled) repeated unti
 the first made unique by a word appended to its text, written straight into a project's data/ingested.parquet
 in row groups (so the bench itself never holds N documents). Then, each in a fresh child process:
 - the stage as `dvc repro` runs it (flows/clean.py, flows/tokenize.py: streaming, batch by batch);
+- the same stage with `engine.kind: dask`: its batches as Prefect tasks on a 2-worker Dask LocalCluster started
+  for it (flows/shards.py), at sizes up to --scale-in-memory-max (the workers' peak RSS is reported apart);
 - the in-memory way, the bare libraries doing the same work on the whole table at once (polars read →
   clean_frame → write; tokenizers fit on the whole column → encode every text → write), as the stages did
   before they streamed: the baseline, measured in the same run, at sizes up to --scale-in-memory-max.
@@ -53,17 +55,27 @@ def make_corpus(raw: Path, project: Path, n: int) -> dict[str, Any]:
     return {"documents": n, "parquet_mb": round(size / 2**20, 1), "write_s": round(t["s"], 1)}
 
 
-def _stage(project: str, stage: str) -> dict[str, Any]:
-    """In a fresh child: the stage's flow function, as its `dvc repro` command runs it."""
+def _stage(project: str, stage: str, engine: str = "local") -> dict[str, Any]:
+    """In a fresh child: the stage's flow function, as its `dvc repro` command runs it, with `engine.kind`."""
+    import resource
+
+    import yaml
+
     os.chdir(project)
     sys.path.insert(0, str(ROOT))
     from flows.clean import clean_flow
     from flows.tokenize import tokenize_flow
 
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["engine"] = {**params.get("engine", {}), "kind": engine, "workers": 2, "address": ""}
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     flow = {"clean": clean_flow, "tokenize": tokenize_flow}[stage]
     with timer() as t:
         flow.fn()
-    return {"seconds": round(t["s"], 2)}
+    out: dict[str, Any] = {"seconds": round(t["s"], 2)}
+    if engine == "dask":  # the LocalCluster's worker processes, waited for when the stage stopped its cluster
+        out["workers_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    return out
 
 
 def _in_memory(project: str, stage: str) -> dict[str, Any]:
@@ -104,7 +116,9 @@ def _same_outputs(project: str) -> dict[str, bool]:
             "tokenizer": Path("artifacts/tokenizer.json").read_text() == Path("artifacts/tokenizer-in-memory.json").read_text()}
 
 
-def run(work: Path, sizes: list[int], in_memory_max: int) -> dict[str, Any]:
+def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | None = None) -> dict[str, Any]:
+    """`prefect_api`: the bench's Prefect server, which the dask runs' task runs report to (as under `reweigh
+    repro`); without one each would start a temporary server of its own, seconds the stage does not spend."""
     raw = work / "raw.parquet"
     out: dict[str, Any] = {"stages": list(STAGES), "in_memory_max": in_memory_max, "sizes": {}}
     for n in sorted(sizes):
@@ -115,6 +129,8 @@ def run(work: Path, sizes: list[int], in_memory_max: int) -> dict[str, Any]:
             s = in_child(_stage, str(project), stage)
             row[stage] = {**s, "docs_per_s": rate(n, s["seconds"])}
             if n <= in_memory_max:
+                d = in_child(_stage, str(project), stage, "dask", env={"PREFECT_API_URL": prefect_api} if prefect_api else None)
+                row[stage]["dask"] = {**d, "docs_per_s": rate(n, d["seconds"])}
                 m = in_child(_in_memory, str(project), stage)
                 row[stage]["in_memory"] = {**m, "docs_per_s": rate(n, m["seconds"])}
                 row[stage]["stream_vs_in_memory_speed"] = ratio(m["seconds"], s["seconds"])

@@ -5,7 +5,7 @@ remove_punctuation, normalize_whitespace]`; drop a name to switch a step off, re
 
 The stage streams: it reads data/ingested.parquet a batch of rows at a time, cleans each batch on every core
 (clean_frame) and writes it as one row group of data/clean.parquet, so its memory does not grow with the
-number of documents.
+number of documents. `engine.kind: dask` runs the batches as tasks on a Dask cluster (flows/shards.py).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import polars as pl
 from prefect import flow
 
 from flows.common import DATA, params, run_stage
-from reweigh.io import read_batches, write_batches
+from flows.shards import run_batches
 
 INPUT = DATA / "ingested.parquet"
 OUTPUT = DATA / "clean.parquet"
@@ -101,13 +101,19 @@ def clean_texts(texts: list[str] | pl.Series, steps: list[str]) -> list[str]:
     return pl.DataFrame({"text": pl.Series(texts, dtype=pl.String)}).select(clean_expr(steps))["text"].to_list()
 
 
+def clean_batch(batch: pl.DataFrame, steps: list[str]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The stage's work on one batch of rows (flows/shards.py runs it here or on a Dask worker)."""
+    return clean_frame(batch, steps), {}
+
+
 @flow(name="clean", log_prints=True)
 def clean_flow() -> str:
     p = params()
     schema = pl.read_parquet_schema(INPUT)
     columns = ["id", "text", "label", "split"]
-    rows = write_batches((clean_frame(batch, p.clean.steps) for batch in read_batches(INPUT, columns)), OUTPUT,
-                         empty=pl.DataFrame(schema={c: schema[c] for c in columns}))
+    run_batches("flows.clean:clean_batch", INPUT, columns, OUTPUT, pl.DataFrame(schema={c: schema[c] for c in columns}),
+                p.engine, {"steps": list(p.clean.steps)})
+    rows = pl.scan_parquet(OUTPUT).select(pl.len()).collect().item()
     print(f"clean: {rows:,} rows, steps {p.clean.steps} → {OUTPUT}")
     return str(OUTPUT)
 

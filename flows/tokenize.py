@@ -6,7 +6,8 @@ text leaks into the vocabulary. Kinds: `word` (WordLevel), `bpe`, `wordpiece`, `
 
 The stage streams: the tokenizer is fitted on the training text read batch by batch from data/clean.parquet,
 then each batch of labelled rows is encoded and written as its own row group of data/tokens.parquet, so the
-stage holds one batch and the tokenizer, however many documents there are.
+stage holds one batch and the tokenizer, however many documents there are. `engine.kind: dask` encodes the
+batches as tasks on a Dask cluster (flows/shards.py); the vocabulary is fitted once, here.
 
 The `char` kind is a WordLevel tokenizer over single characters, so tokenizer.json decodes and predicts
 like the others; bulk encoding uses a code-point lookup table instead, which gives the same ids about 50x
@@ -14,6 +15,7 @@ faster than the per-character pre-tokenizer (a test holds the two to the same ou
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,8 +25,9 @@ from prefect import flow
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage
-from reweigh.io import atomic_path, read_batches, write_batches, write_json
-from reweigh.params import TokenizeParams
+from flows.shards import run_batches
+from reweigh.io import atomic_path, read_batches, write_json
+from reweigh.params import EngineParams, TokenizeParams
 
 INPUT = DATA / "clean.parquet"
 TOKENIZER = ARTIFACTS / "tokenizer.json"
@@ -155,36 +158,41 @@ def encode_frame(batch: pl.DataFrame, tok: Tokenizer, cfg: TokenizeParams, label
     ).with_columns(length=pl.col("ids").list.len().cast(pl.UInt32))
 
 
-def write_tokens(path: Path, tok: Tokenizer, cfg: TokenizeParams, labels: list[str], target: Path,
-                 batch_rows: int | None = None) -> dict[str, int]:
-    """Every labelled row of the cleaned table at `path` encoded into `target`, a row group per batch read;
-    the counts the stage's stats come from."""
-    unk = tok.token_to_id(UNK)
-    n = {"documents": 0, "tokens": 0, "truncated": 0, "unk": 0}
+def encode_batch(batch: pl.DataFrame, tokenizer: str, tokenize: dict, labels: list[str]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The stage's work on one batch of the cleaned table (flows/shards.py runs it here or on a Dask worker): its
+    labelled rows encoded with the tokenizer saved at `tokenizer`, and the counts the stage's stats sum."""
+    tok, cfg = _load_tokenizer(tokenizer, Path(tokenizer).stat().st_mtime_ns), TokenizeParams(**tokenize)
+    part = encode_frame(batch.filter(pl.col("split") != "unsup"), tok, cfg, labels)
+    return part, {"documents": part.height, "tokens": int(part["length"].sum()),
+                  "truncated": int((part["length"] >= cfg.max_length).sum()),
+                  "unk": int(part["ids"].explode().eq(tok.token_to_id(UNK)).sum())}
 
-    def encoded() -> Iterator[pl.DataFrame]:
-        for batch in read_batches(path, ["id", "split", "label", "text"], batch_rows):
-            part = encode_frame(batch.filter(pl.col("split") != "unsup"), tok, cfg, labels)
-            if part.height:
-                n["documents"] += part.height
-                n["tokens"] += int(part["length"].sum())
-                n["truncated"] += int((part["length"] >= cfg.max_length).sum())
-                n["unk"] += int(part["ids"].explode().eq(unk).sum())
-                yield part
 
+@functools.lru_cache(maxsize=2)
+def _load_tokenizer(path: str, mtime_ns: int) -> Tokenizer:
+    return Tokenizer.from_file(path)
+
+
+def write_tokens(path: Path, tokenizer: Path, cfg: TokenizeParams, labels: list[str], target: Path,
+                 engine: EngineParams | None = None) -> dict[str, int]:
+    """Every labelled row of the cleaned table at `path` encoded with the tokenizer saved at `tokenizer` into
+    `target`, a row group per batch; the counts the stage's stats come from."""
     schema = pl.read_parquet_schema(path)
-    empty = encode_frame(pl.DataFrame(schema={c: schema[c] for c in ("id", "split", "label", "text")}), tok, cfg, labels)
-    write_batches(encoded(), target, empty)
-    return n
+    columns = ["id", "split", "label", "text"]
+    empty = encode_frame(pl.DataFrame(schema={c: schema[c] for c in columns}), Tokenizer.from_file(str(tokenizer)), cfg, labels)
+    counts = run_batches("flows.tokenize:encode_batch", path, columns, target, empty, engine or EngineParams(),
+                         {"tokenizer": str(Path(tokenizer).resolve()), "tokenize": cfg.model_dump(), "labels": list(labels)})
+    return {key: counts.get(key, 0) for key in ("documents", "tokens", "truncated", "unk")}
 
 
 @flow(name="tokenize", log_prints=True)
 def tokenize_flow() -> str:
-    cfg = params().tokenize
+    p = params()
+    cfg = p.tokenize
     labels = read_dataset_info()["labels"]
     tok = train_tokenizer(fit_texts(INPUT), cfg)
     save_tokenizer(tok, TOKENIZER)
-    n = write_tokens(INPUT, tok, cfg, labels, OUTPUT)
+    n = write_tokens(INPUT, TOKENIZER, cfg, labels, OUTPUT, p.engine)
     stats = {
         "kind": cfg.kind,
         "vocab_size": tok.get_vocab_size(),

@@ -46,6 +46,14 @@ class CleanParams(_Strict):
     steps: list[Literal[CLEAN_STEPS]] = Field(default_factory=lambda: list(CLEAN_STEPS))  # type: ignore[valid-type]
 
 
+class EngineParams(_Strict):
+    """Where clean and tokenize process their batches (flows/shards.py)."""
+    kind: Literal["local", "dask"] = Field("local", description=(
+        "local: this process, a batch at a time; dask: each batch a Prefect task on a Dask cluster (prefect-dask)"))
+    workers: int = Field(2, ge=1, description="dask without an address: worker processes of the LocalCluster started for the stage")
+    address: str = Field("", description="dask: a running scheduler, e.g. tcp://10.0.0.5:8786 ('' starts a LocalCluster)")
+
+
 class TokenizeParams(_Strict):
     kind: Literal[TOKENIZER_KINDS] = "bpe"  # type: ignore[valid-type]
     vocab_size: int = Field(20000, gt=2)
@@ -421,6 +429,7 @@ class Params(_Strict):
     seed: int = 42
     dataset: DatasetParams = DatasetParams()
     clean: CleanParams = CleanParams()
+    engine: EngineParams = EngineParams()
     tokenize: TokenizeParams = TokenizeParams()
     pretrain: PretrainParams = PretrainParams()
     train: TrainParams = TrainParams()

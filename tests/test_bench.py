@@ -144,6 +144,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
             r_ = row[stage]
             assert _num(r_["docs_per_s"]) and _num(r_["peak_rss_mb"]) and _num(r_["in_memory"]["peak_rss_mb"]), (n, stage)
             assert _num(r_["stream_vs_in_memory_speed"]) and _num(r_["stream_vs_in_memory_rss"]), (n, stage)
+            assert _num(r_["dask"]["docs_per_s"]) and _num(r_["dask"]["workers_peak_rss_mb"]), (n, stage)  # engine.kind: dask
     same = sc["sizes"]["150"]["same_outputs"]
     assert same["clean"] is True and same["tokens"] is True and same["tokenizer"] is True
 

@@ -73,7 +73,7 @@ def test_min_frequency_drops_rare_words():
     assert tok.token_to_id("great") is not None
 
 
-def test_the_stage_encodes_batch_by_batch_into_the_same_table_as_encoding_it_whole(tmp_path):
+def test_the_stage_encodes_batch_by_batch_into_the_same_table_as_encoding_it_whole(tmp_path, monkeypatch):
     """fit_texts and write_tokens read the cleaned table 8 rows at a time (write_tokens writes each batch's
     labelled rows as a row group): the tokenizer and the table equal fitting and encoding everything at once,
     and the counts are the whole table's."""
@@ -81,6 +81,7 @@ def test_the_stage_encodes_batch_by_batch_into_the_same_table_as_encoding_it_who
     import pyarrow.parquet as pq
 
     from flows import tokenize
+    from reweigh import io
 
     cfg = TokenizeParams(kind="word", vocab_size=40, min_frequency=1, max_length=10)
     texts = [t + f" extra{i}" for i, t in enumerate(TRAIN[:60])]
@@ -89,11 +90,13 @@ def test_the_stage_encodes_batch_by_batch_into_the_same_table_as_encoding_it_who
                        for i, s in enumerate(splits)], "split": splits})
     clean = tmp_path / "clean.parquet"
     df.write_parquet(clean)
+    monkeypatch.setattr(io, "ROW_GROUP", 8)
     fit = [t for t, s in zip(texts, splits) if s in ("train", "unsup")]
-    assert list(tokenize.fit_texts(clean, batch_rows=8)) == fit
-    tok = train_tokenizer(tokenize.fit_texts(clean, batch_rows=8), cfg)
+    assert list(tokenize.fit_texts(clean)) == fit
+    tok = train_tokenizer(tokenize.fit_texts(clean), cfg)
     assert tok.to_str() == train_tokenizer(iter(fit), cfg).to_str()
-    n = tokenize.write_tokens(clean, tok, cfg, ["neg", "pos"], tmp_path / "tokens.parquet", batch_rows=8)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    n = tokenize.write_tokens(clean, tmp_path / "tokenizer.json", cfg, ["neg", "pos"], tmp_path / "tokens.parquet")
     out = pl.read_parquet(tmp_path / "tokens.parquet")
     labelled = df.filter(pl.col("split") != "unsup")
     whole = encode(tok, labelled["text"].to_list(), "word", 10, truncation=cfg.truncation, head_share=cfg.head_share)
@@ -113,9 +116,10 @@ def test_the_stage_writes_an_empty_table_with_its_columns_when_nothing_is_labell
     from flows import tokenize
 
     cfg = TokenizeParams(kind="word", vocab_size=40, min_frequency=1, max_length=6)
-    tok = train_tokenizer(iter(TRAIN), cfg)
+    train_tokenizer(iter(TRAIN), cfg).save(str(tmp_path / "tokenizer.json"))
     pl.DataFrame({"id": ["0"], "text": ["the movie"], "label": [None], "split": ["unsup"]},
                  schema={c: pl.String for c in ("id", "text", "label", "split")}).write_parquet(tmp_path / "clean.parquet")
-    assert tokenize.write_tokens(tmp_path / "clean.parquet", tok, cfg, ["neg", "pos"], tmp_path / "t.parquet")["documents"] == 0
+    n = tokenize.write_tokens(tmp_path / "clean.parquet", tmp_path / "tokenizer.json", cfg, ["neg", "pos"], tmp_path / "t.parquet")
+    assert n["documents"] == 0
     out = pl.read_parquet(tmp_path / "t.parquet")
     assert out.height == 0 and out.columns == ["id", "split", "label", "label_id", "ids", "length"]
