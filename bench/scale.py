@@ -9,8 +9,9 @@ in row groups (so the bench itself never holds N documents). Then, each in a fre
 - the in-memory way, the bare libraries doing the same work on the whole table at once (polars read →
   clean_frame → write; tokenizers fit on the whole column → encode every text → write), as the stages did
   before they streamed: the baseline, measured in the same run, at sizes up to --scale-in-memory-max.
-At the smallest size the two outputs are compared (same rows, same tokenizer). Flat memory shows as a peak
-RSS that stays put while N grows, and docs/s that holds.
+At the smallest size the outputs are compared: the tables the dask runs wrote last (after the local runs wrote
+the same files) against the in-memory ones, and the tokenizers. Flat memory shows as a peak RSS that stays put
+while N grows, and docs/s that holds.
 """
 from __future__ import annotations
 
