@@ -87,7 +87,7 @@ def _in_memory(project: str, stage: str) -> dict[str, Any]:
 
     from flows.clean import clean_frame
     from flows.common import params, read_dataset_info
-    from flows.tokenize import encode, train_tokenizer
+    from flows.tokenize import encode_frame, train_tokenizer
 
     p = params()
     with timer() as t:
@@ -98,12 +98,8 @@ def _in_memory(project: str, stage: str) -> dict[str, Any]:
             cfg, labels = p.tokenize, read_dataset_info()["labels"]
             df = pl.read_parquet("data/clean.parquet")
             tok = train_tokenizer(iter(df.filter(pl.col("split").is_in(["train", "unsup"]))["text"]), cfg)
-            labelled = df.filter(pl.col("split") != "unsup")
-            ids = encode(tok, labelled["text"].to_list(), cfg.kind, cfg.max_length, cfg.chunk_size, cfg.truncation, cfg.head_share)
-            labelled.select("id", "split", "label",
-                            pl.col("label").replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).alias("label_id"),
-                            pl.Series("ids", ids, dtype=pl.List(pl.UInt32))).with_columns(
-                length=pl.col("ids").list.len().cast(pl.UInt32)).write_parquet("data/tokens-in-memory.parquet", compression="zstd")
+            encode_frame(df.filter(pl.col("split") != "unsup"), tok, cfg, labels).write_parquet(
+                "data/tokens-in-memory.parquet", compression="zstd")  # every labelled text encoded at once
             tok.save("artifacts/tokenizer-in-memory.json")
     return {"seconds": round(t["s"], 2)}
 
