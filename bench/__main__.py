@@ -40,7 +40,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--datasets-per-split", type=int, default=5000,
                     help="datasets section: rows per split (train, test, unsup) of the IMDB ratings table (0: all; --quick: --limit)")
     ap.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
-                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but datasets and serving)")
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but datasets, serving and scale)")
     ap.add_argument("--models", help="serving section: comma-separated models to serve and score (default: every "
                     "model in reports/metrics.json)")
     ap.add_argument("--scale-sizes", help="scale section: comma-separated corpus sizes in documents (default "

@@ -219,10 +219,6 @@ def _serving(s: dict[str, Any]) -> list[str]:
     return L + [""]
 
 
-def ratio_(a: Any, b: Any) -> float | None:
-    return round(a / b, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-
-
 def _scale(s: dict[str, Any]) -> list[str]:
     L = ["## scale: the data stages as the corpus grows (`--sections scale`)", ""] + _error(s)
     if "error" in s:
@@ -243,8 +239,8 @@ def _scale(s: dict[str, Any]) -> list[str]:
               "| documents | stage | docs/s | stage process peak RSS MB | workers' peak RSS MB | dask / local docs/s |", "|--:|---|--:|--:|--:|--:|"]
         for n, stage, d in dask:
             L.append(f"| {int(n):,} | {stage} | {_f(d['docs_per_s'], 0)} | {_f(d['peak_rss_mb'], 0)} | {_f(d.get('workers_peak_rss_mb'), 0)} | "
-                     f"{_f(ratio_(d['docs_per_s'], s['sizes'][n][stage]['docs_per_s']), 2)} |")
+                     f"{_f(d.get('vs_local_docs_per_s'), 2)} |")
     same = next((row["same_outputs"] for row in s["sizes"].values() if "same_outputs" in row), None)
     if same:
-        L += ["", "Same outputs at the smallest size (streaming vs in memory): " + ", ".join(f"{k} {'yes' if v else '**NO**'}" for k, v in same.items() if k != "peak_rss_mb") + "."]
+        L += ["", "Same outputs at the smallest size (streaming vs in memory): " + ", ".join(f"{k} {'yes' if v else '**NO**'}" for k, v in same.items()) + "."]
     return L + [""]

@@ -127,13 +127,14 @@ def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | Non
             row[stage] = {**s, "docs_per_s": rate(n, s["seconds"])}
             if n <= in_memory_max:
                 d = in_child(_stage, str(project), stage, "dask", env={"PREFECT_API_URL": prefect_api} if prefect_api else None)
-                row[stage]["dask"] = {**d, "docs_per_s": rate(n, d["seconds"])}
+                row[stage]["dask"] = {**d, "docs_per_s": rate(n, d["seconds"]), "vs_local_docs_per_s": ratio(s["seconds"], d["seconds"])}
                 m = in_child(_in_memory, str(project), stage)
                 row[stage]["in_memory"] = {**m, "docs_per_s": rate(n, m["seconds"])}
                 row[stage]["stream_vs_in_memory_speed"] = ratio(m["seconds"], s["seconds"])
                 row[stage]["stream_vs_in_memory_rss"] = ratio(s["peak_rss_mb"], m["peak_rss_mb"])
         if n == min(sizes) and n <= in_memory_max:
-            row["same_outputs"] = in_child(_same_outputs, str(project))
+            same = in_child(_same_outputs, str(project))
+            row["same_outputs"] = {k: v for k, v in same.items() if k != "peak_rss_mb"}  # in_child adds the child's RSS
         out["sizes"][str(n)] = row
         shutil.rmtree(project, ignore_errors=True)  # a million documents take GBs on disk at each stage
     out["bench_peak_rss_mb"] = rss_mb()

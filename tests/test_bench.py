@@ -144,9 +144,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
             r_ = row[stage]
             assert _num(r_["docs_per_s"]) and _num(r_["peak_rss_mb"]) and _num(r_["in_memory"]["peak_rss_mb"]), (n, stage)
             assert _num(r_["stream_vs_in_memory_speed"]) and _num(r_["stream_vs_in_memory_rss"]), (n, stage)
-            assert _num(r_["dask"]["docs_per_s"]) and _num(r_["dask"]["workers_peak_rss_mb"]), (n, stage)  # engine.kind: dask
+            assert _num(r_["dask"]["docs_per_s"]) and _num(r_["dask"]["workers_peak_rss_mb"]) and _num(r_["dask"]["vs_local_docs_per_s"]), (n, stage)
     same = sc["sizes"]["400"]["same_outputs"]
-    assert same["clean"] is True and same["tokens"] is True and same["tokenizer"] is True
+    assert same == {"clean": True, "tokens": True, "tokenizer": True}
 
     md = (out / "bench.md").read_text()
     for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy", "## pretrain", "## ablations", "## scale"):
