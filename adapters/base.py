@@ -1,7 +1,9 @@
 """The adapter protocol: the one place a new dataset plugs in.
 
 An adapter is any object with a `name`, its class `labels` (index = class id everywhere downstream) and
-`load(cache_dir)` returning one polars table with columns `text`, `label`, `split` (more columns are kept).
+`load(cache_dir)` returning one polars table with columns `text`, `label`, `split` (more columns are kept): a
+DataFrame, or a LazyFrame (a scan) when the data may not fit in memory; the ingest stage reads either a batch at
+a time (flows/ingest.py).
 `split` is one of train / test / unsup; `label` is null only in unsup. Everything else (download, cache,
 validation, the validation split, cleaning) is shared machinery, so an adapter stays a few lines.
 
@@ -52,7 +54,7 @@ class DatasetAdapter(Protocol):
     name: str
     labels: tuple[str, ...]
 
-    def load(self, cache_dir: Path) -> pl.DataFrame: ...
+    def load(self, cache_dir: Path) -> pl.DataFrame | pl.LazyFrame: ...
 
 
 def title_of(adapter: object) -> str:
@@ -87,26 +89,40 @@ def check_adapter(adapter: object, where: str) -> None:
         raise AdapterError(f"adapter {where} does not implement the adapter protocol:\n  - " + "\n  - ".join(problems))
 
 
-def check_frame(df: object, title: str) -> pl.DataFrame:
+def check_frame(df: object, title: str) -> pl.DataFrame | pl.LazyFrame:
     """Check the shape of what `load` returned (columns and dtypes); values are GX's job. `title` names the
-    dataset in the messages (`title_of(adapter)`)."""
-    if not isinstance(df, pl.DataFrame):
+    dataset in the messages (`title_of(adapter)`). A LazyFrame stays lazy: its rows are counted as it is read."""
+    if not isinstance(df, pl.DataFrame | pl.LazyFrame):
         raise AdapterError(
             f"dataset '{title}': load() returned {type(df).__name__}; return a polars.DataFrame "
-            "(pl.from_pandas(...) converts a pandas one)"
+            "(pl.from_pandas(...) converts a pandas one), or a polars.LazyFrame (a scan) for data larger than memory"
         )
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    schema = df.collect_schema()
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
         raise AdapterError(
-            f"dataset '{title}': load() returned columns {df.columns}; missing {missing}. "
+            f"dataset '{title}': load() returned columns {schema.names()}; missing {missing}. "
             "Rename your columns to text, label, split (df.rename({...}))"
         )
-    wrong = {c: str(df.schema[c]) for c in REQUIRED_COLUMNS if df.schema[c] not in (pl.String, pl.Null)}
+    wrong = {c: str(schema[c]) for c in REQUIRED_COLUMNS if schema[c] not in (pl.String, pl.Null)}
     if wrong:
         raise AdapterError(
             f"dataset '{title}': columns must be strings, got {wrong}. "
             "Cast them, e.g. df.with_columns(pl.col('label').cast(pl.String)), and map numeric labels to names"
         )
-    if df.height == 0:
-        raise AdapterError(f"dataset '{title}': load() returned a table with no rows; check what it reads (a path, a filter) and return the rows")
+    if isinstance(df, pl.DataFrame) and df.height == 0:
+        raise AdapterError(no_rows(title))
     return df.with_columns(pl.col(c).cast(pl.String) for c in REQUIRED_COLUMNS)
+
+
+def no_rows(title: str) -> str:
+    return f"dataset '{title}': load() returned a table with no rows; check what it reads (a path, a filter) and return the rows"
+
+
+def collect(frame: pl.DataFrame | pl.LazyFrame, title: str) -> pl.DataFrame:
+    """What `check_frame` passed, in memory (the tools that look at a whole table: `reweigh check`, the drift check)."""
+    if isinstance(frame, pl.LazyFrame):
+        frame = frame.collect(engine="streaming")
+        if frame.height == 0:
+            raise AdapterError(no_rows(title))
+    return frame

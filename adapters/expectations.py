@@ -10,6 +10,7 @@ machinery (`run_suite`) on columns computed in adapters/hygiene.py, and join the
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,7 @@ class ValidationReport:
     source: str | None = None  # the adapter's own `title`, None when it sets none
     changes: dict[str, Any] = field(default_factory=dict)  # what ingest changed: labels merged, rows dropped
     adapter: str | None = None  # the adapter's name (dataset.name in params.yaml)
+    validated_rows: int | None = None  # rows GX saw when fewer than `rows` (adapters/sampled.py); None: every row
 
     @property
     def success(self) -> bool:
@@ -91,7 +93,7 @@ class ValidationReport:
             "warnings": len(self.warnings),
             "changes": self.changes,
             "results": [r.__dict__ for r in self.results],
-        }
+        } | ({"validated_rows": self.validated_rows} if self.validated_rows is not None else {})
 
     def message(self) -> str:
         lines = [f"dataset '{self.dataset}' failed validation ({len(self.failures)} of {len(self.results)} expectations):"]
@@ -145,20 +147,34 @@ def build_expectations(adapter: Any) -> list:
 
 
 def validate(df: pl.DataFrame, adapter: Any) -> ValidationReport:
-    """Run the suite on `df` (the adapter's raw output) and return the report; raises nothing."""
+    """Run the suite on `df` (the adapter's raw output) and return the report; raises nothing. A table too large
+    for that is validated by flows/ingest.py through adapters/sampled.py."""
+    return report_of(adapter, df, run_suite(df, build_expectations(adapter), adapter.name))
+
+
+def report_of(adapter: Any, df: pl.DataFrame, results: list[ExpectationResult], validated_rows: int | None = None) -> ValidationReport:
+    """The report of `results` on the table whose split and label columns `df` holds (rows, counts per class)."""
     return ValidationReport(
         dataset=title_of(adapter),
         labels=tuple(adapter.labels),
         rows=df.height,
         counts=_counts(df),
-        results=run_suite(df, build_expectations(adapter), adapter.name),
+        results=results,
         source=getattr(adapter, "title", None),
         adapter=adapter.name,
+        validated_rows=validated_rows,
     )
 
 
-def run_suite(df: pl.DataFrame, expectations: list, name: str, samples: pl.DataFrame | None = None) -> list[ExpectationResult]:
-    """Validate `df` with GX; sample rows come from `samples` (default `df`), same row order.
+def run_suite(df: pl.DataFrame, expectations: list, name: str, samples: Any = None) -> list[ExpectationResult]:
+    """`run_suite_indexed` without the indices: the results in GX's order (grouped by column)."""
+    return [result for _, result in run_suite_indexed(df, expectations, name, samples)]
+
+
+def run_suite_indexed(df: pl.DataFrame, expectations: list, name: str, samples: Any = None) -> list[tuple[int, ExpectationResult]]:
+    """Validate `df` with GX; sample rows come from `samples` (default `df`): a frame in `df`'s row order, or a
+    function of `df`'s row numbers giving those rows (for columns `df` does not hold, e.g. texts read back).
+    A sample's `row` is its `_pos` where the samples have one (its row in the whole table), else its row in `df`.
 
     An expectation's `meta` may carry `check` and `fix` (what to report) and `show` (extra sample columns)."""
     import great_expectations as gx
@@ -175,16 +191,35 @@ def run_suite(df: pl.DataFrame, expectations: list, name: str, samples: pl.DataF
     )
     suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations)
     outcome = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_ROWS})
-    samples = df if samples is None else samples
-    return [_result(res, samples) for res in outcome.results]
+    wanted = sorted({i for res in outcome.results for i in _indices(res)})
+    if samples is None or isinstance(samples, pl.DataFrame):
+        table, at = (df if samples is None else samples), {i: i for i in wanted}
+    else:
+        table, at = samples(wanted), {i: n for n, i in enumerate(wanted)}
+    slots: dict[str, list[int]] = {}
+    for i, expectation in enumerate(expectations):
+        slots.setdefault(_key(expectation.configuration), []).append(i)
+    return [(slots[_key(res.expectation_config)].pop(0), _result(res, table, at)) for res in outcome.results]
 
 
-def _result(res: Any, samples: pl.DataFrame) -> ExpectationResult:
+def _key(config: Any) -> str:
+    """An expectation's configuration as text, without what GX adds when it runs it (the batch's id)."""
+    plain = config.to_json_dict()
+    plain.pop("id", None)
+    plain["kwargs"] = {k: v for k, v in plain["kwargs"].items() if k != "batch_id"}
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+def _indices(res: Any) -> list[int]:
+    """The row numbers of the first SAMPLE_ROWS rows that broke the expectation."""
+    return [int(i) for i in ((res.result or {}).get("unexpected_index_list") or [])[:SAMPLE_ROWS] if isinstance(i, int | float)]
+
+
+def _result(res: Any, samples: pl.DataFrame, at: dict[int, int]) -> ExpectationResult:
     config = res.expectation_config
     kwargs, meta = config.kwargs, config.meta or {}
     result = res.result or {}
     columns = [c for c in ("id", "text", "label", "split", *meta.get("show", ())) if c in samples.columns]
-    indices = (result.get("unexpected_index_list") or [])[:SAMPLE_ROWS]
     if res.exception_info and res.exception_info.get("raised_exception"):
         observed = res.exception_info.get("exception_message")
     elif not res.success and result.get("partial_missing_list"):  # a set with members absent, e.g. no test split
@@ -199,7 +234,7 @@ def _result(res: Any, samples: pl.DataFrame) -> ExpectationResult:
         success=bool(res.success),
         unexpected_count=result.get("unexpected_count"),
         observed=_plain(observed),
-        sample_rows=[_sample_row(samples, int(i), columns) for i in indices if isinstance(i, int | float)],
+        sample_rows=[_sample_row(samples, at[i], i, columns) for i in _indices(res)],
         check=meta.get("check"),
         fix=meta.get("fix"),
     )
@@ -214,9 +249,9 @@ def _condition(row_condition: Any) -> str | None:
     return str(row_condition) if row_condition else None
 
 
-def _sample_row(df: pl.DataFrame, index: int, columns: list[str]) -> dict[str, Any]:
-    row = df.row(index, named=True)
-    out: dict[str, Any] = {"row": index}
+def _sample_row(df: pl.DataFrame, at: int, index: int, columns: list[str]) -> dict[str, Any]:
+    row = df.row(at, named=True)
+    out: dict[str, Any] = {"row": row.get("_pos", index)}
     for col in columns:
         value = row[col]
         if isinstance(value, str) and len(value) > 80:

@@ -15,12 +15,14 @@ with counts and sample rows. Every check is a warning: it is recorded and logged
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from adapters.expectations import ExpectationResult, run_suite
+from adapters.sampled import run_suite_sampled
 
 DEDUPE_MODES = ("none", "drop_overlap", "drop_all")
 # (the split that keeps its copy, the split whose copy is dropped by dedupe), in the order the drops apply.
@@ -97,10 +99,10 @@ def with_text_keys(df: pl.DataFrame, steps: tuple[str, ...] | None) -> pl.DataFr
     from flows.clean import clean_frame  # the stage's own functions; imported late (the module loads prefect)
     from reweigh.params import CLEAN_STEPS
 
-    labelled = df.with_row_index("_row").filter(pl.col("split") != "unsup").select("_row", "text")
+    labelled = df.with_row_index("_at").filter(pl.col("split") != "unsup").select("_at", "text")
     keys = clean_frame(labelled, list(CLEAN_STEPS if steps is None else steps))
-    keys = keys.select("_row", pl.when(pl.col("text").is_not_null()).then(pl.col("text").hash(seed=0)).alias(KEY))
-    return df.drop(KEY, strict=False).with_row_index("_row").join(keys, on="_row", how="left", maintain_order="left").drop("_row")
+    keys = keys.select("_at", pl.when(pl.col("text").is_not_null()).then(pl.col("text").hash(seed=0)).alias(KEY))
+    return df.drop(KEY, strict=False).with_row_index("_at").join(keys, on="_at", how="left", maintain_order="left").drop("_at")
 
 
 def _twin(split: str) -> pl.Expr:
@@ -135,10 +137,13 @@ _FIX_SMALL = ("add rows for these classes, or merge or drop them (a metric on a 
               "dataset.min_class_rows sets the threshold (0 turns the check off)")
 
 
-def check(df: pl.DataFrame, adapter: Any, hygiene: Hygiene) -> list[ExpectationResult]:
+def check(df: pl.DataFrame, adapter: Any, hygiene: Hygiene, texts: Callable[[list[int]], pl.DataFrame] | None = None,
+          validate_rows: int = 0, seed: int = 0) -> list[ExpectationResult]:
     """Label spellings, texts shared between each pair of the splits present, classes under min_class_rows.
 
-    `df` has columns id, text, label, split (and KEY, else it is computed from hygiene.clean_steps)."""
+    `df` has columns id, label, split, and KEY or text (KEY is then computed from hygiene.clean_steps). Without
+    text it has `_row` and `texts` reads back the sample rows' texts (`_row`, text) from those positions. Over
+    `validate_rows` rows (0: never) GX sees a seeded sample and the flagged rows, counts exact (adapters/sampled.py)."""
     if KEY not in df.columns:
         df = with_text_keys(df, hygiene.clean_steps)
     present = set(df["split"].unique().to_list())
@@ -151,8 +156,19 @@ def check(df: pl.DataFrame, adapter: Any, hygiene: Hygiene) -> list[ExpectationR
         *[_twin(a).alias(f"same_text_in_{a}") for a in dict.fromkeys(a for a, _ in pairs)],
     )
     expectations = _expectations(pairs, [s for s in ("val", "test") if s in present], adapter.labels, hygiene.min_class_rows)
-    samples = df.with_columns(helper.drop("split", "label").get_columns())
-    results = run_suite(helper, expectations, f"{adapter.name}_hygiene", samples=samples)
+    shown = df.with_columns(helper.drop("split", "label").get_columns())
+    samples: Any = shown
+    if texts is not None:
+        def samples(at: list[int]) -> pl.DataFrame:  # the rows at these positions, their texts read back
+            rows = shown[at]
+            return rows.join(texts(sorted(rows["_row"].to_list())), on="_row", how="left", maintain_order="left")
+    name = f"{adapter.name}_hygiene"
+    if validate_rows and df.height > validate_rows:
+        positioned = helper.with_row_index("_pos")
+        results, _ = run_suite_sampled(helper, expectations, name, lambda at: positioned[at], validate_rows, seed,
+                                       samples=samples if callable(samples) else lambda at: samples[at])
+    else:
+        results = run_suite(helper, expectations, name, samples=samples)
     details = _details(df, adapter, pairs, groups, hygiene.min_class_rows)
     for result in results:
         result.details = details.get(result.column, {}).get(result.condition) if not result.success else None

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from adapters.base import AdapterError, check_frame, fix_for, title_of
+from adapters.base import AdapterError, check_frame, collect, fix_for, title_of
 from adapters.expectations import ExpectationResult, ValidationReport, build_expectations, validate
 from adapters.hygiene import Hygiene, check, merge_label_spellings
 from adapters.registry import AdapterInfo, available, get_adapter, load_factory
@@ -55,7 +55,7 @@ def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path,
     hygiene checks (`hygiene`: from params.yaml, default: the defaults). Raises AdapterError only."""
     hygiene = hygiene or Hygiene()
     adapter = get_adapter(name, options)
-    df = check_frame(adapter.load(cache_dir), title_of(adapter))
+    df = collect(check_frame(adapter.load(cache_dir), title_of(adapter)), title_of(adapter))
     if "id" not in df.columns:  # as the ingest stage does, so sample rows can be found again
         df = df.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
     merged: dict[str, str] = {}

@@ -69,7 +69,7 @@ from pathlib import Path
 
 import yaml
 
-from adapters.base import check_frame
+from adapters.base import check_frame, collect
 from adapters.expectations import validate
 from adapters.inspection import explain
 from adapters.registry import get_adapter
@@ -91,7 +91,7 @@ def test_{name}_is_found_by_name():
 
 def test_{name}_passes_validation(tmp_path):
     adapter = get_adapter(NAME, options())
-    df = check_frame(adapter.load(tmp_path / "cache"), adapter.name)
+    df = collect(check_frame(adapter.load(tmp_path / "cache"), adapter.name), adapter.name)
     report = validate(df, adapter)
     assert report.success, explain(report)
 '''

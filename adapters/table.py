@@ -19,6 +19,8 @@ infers the merged set (adapters/hygiene.py) instead of keeping every spelling.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +29,7 @@ from adapters.base import AdapterError, MissingSource
 from adapters.table_lines import SAMPLES, Scan, check_lines, row_lines
 from reweigh.splits import stratified_split
 
+PASS_ROWS = 50_000  # rows parsed at a time in the pass that reads the labels
 MAX_CLASSES = 20  # a column with 2..20 distinct values (and repeats) may hold the classes: a hint in errors
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -62,36 +65,66 @@ class TableAdapter:
         if quote_char is not None and (not isinstance(quote_char, str) or len(quote_char) != 1):
             raise AdapterError(f"dataset '{self.title}': quote_char must be one character or null (no quoting), got {quote_char!r}")
         self.quote_char = quote_char
-        self._table: pl.DataFrame | None = None
+        self._scan_frame: pl.LazyFrame | None = None
+        self._label_frame: pl.DataFrame | None = None
+        self._lines_scan = Scan()
         self.labels_inferred = not labels
         self.labels = tuple(str(x) for x in labels) if labels else self._infer_labels()
 
-    def _read(self) -> pl.DataFrame:
-        if self._table is not None:
-            return self._table
+    def _scan(self) -> pl.LazyFrame:
+        """The file as a lazy scan (read a batch at a time downstream, never whole), after its lines are checked."""
+        if self._scan_frame is not None:
+            return self._scan_frame
         if not self.path.is_file():
             raise MissingSource(f"dataset '{self.title}': {self.path} does not exist")
-        scan = check_lines(self.path, self.format, self.quote_char, self.title) if self.format != "parquet" else Scan()
-        if self.format != "parquet" and not scan.header and not scan.rows:
+        self._lines_scan = check_lines(self.path, self.format, self.quote_char, self.title) if self.format != "parquet" else Scan()
+        if self.format != "parquet" and not self._lines_scan.header and not self._lines_scan.rows:
             raise AdapterError(f"dataset '{self.title}': {self.path}: the file has no rows (it is empty); add rows, or set dataset.options.path to the file that has them")
-        try:
+        with self._reading():
             if self.format in ("csv", "tsv"):
                 separator = "," if self.format == "csv" else "\t"
-                df = pl.read_csv(self.path, separator=separator, quote_char=self.quote_char, infer_schema=False, encoding="utf8")
+                lf = pl.scan_csv(self.path, separator=separator, quote_char=self.quote_char, infer_schema=False, encoding="utf8")
             elif self.format == "parquet":
-                df = pl.read_parquet(self.path)
+                lf = pl.scan_parquet(self.path)
             else:
-                df = pl.read_ndjson(self.path, infer_schema_length=None)
-        except Exception as exc:  # polars raises many kinds; all mean "this file is not what it says"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AdapterError(f"dataset '{self.title}': {self.path} could not be read as {self.format}: {first}{self._quote_hint(scan, str(exc))}") from exc
-        if df.height == 0:
-            raise AdapterError(f"dataset '{self.title}': {self.path}: the file has no rows (columns {df.columns}, no data); add rows, or set dataset.options.path to the file that has them")
-        missing = [c for c in (self.text_column, self.label_column, self.split_column) if c and c not in df.columns]
+                lf = pl.scan_ndjson(self.path, infer_schema_length=None)
+            columns = lf.collect_schema().names()
+        missing = [c for c in (self.text_column, self.label_column, self.split_column) if c and c not in columns]
         if missing:
-            raise AdapterError(f"dataset '{self.title}': {self.path} has columns {df.columns}; missing {missing} (set dataset.options.text_column / label_column / split_column)")
-        self._table = df
-        return df
+            raise AdapterError(f"dataset '{self.title}': {self.path} has columns {columns}; missing {missing} (set dataset.options.text_column / label_column / split_column)")
+        self._scan_frame = lf
+        return lf
+
+    def _labels(self) -> pl.DataFrame:
+        """The label (and split) column of every row: one streamed pass over the file, which is where polars finds
+        a row it cannot parse. Columns `label` (and `split`), strings."""
+        if self._label_frame is not None:
+            return self._label_frame
+        lf = self._scan()
+        columns = [pl.col(self.label_column).cast(pl.String).alias("label")]
+        if self.split_column:
+            columns.append(pl.col(self.split_column).cast(pl.String).alias("split"))
+        with self._reading():  # every column parsed (a projection would skip a bad field in the text), a batch at a time
+            parts = [batch.select(columns) for batch in lf.collect_batches(chunk_size=PASS_ROWS)]
+        labels = pl.concat(parts) if parts else pl.DataFrame(schema={c.meta.output_name(): pl.String for c in columns})
+        if labels.height == 0:
+            raise AdapterError(f"dataset '{self.title}': {self.path}: the file has no rows (columns {lf.collect_schema().names()}, no data); add rows, or set dataset.options.path to the file that has them")
+        self._label_frame = labels
+        return labels
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """polars' errors (many kinds; all mean "this file is not what it says") as an AdapterError that names the file."""
+        try:
+            yield
+        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AdapterError(f"dataset '{self.title}': {self.path} could not be read as {self.format}: {first}{self._quote_hint(self._lines_scan, str(exc))}") from exc
+
+    def _read_all(self) -> pl.DataFrame:
+        """The whole file in memory: only for the message about a file with fewer than two classes."""
+        with self._reading():
+            return self._scan().collect()
 
     def _quote_hint(self, scan: Scan, error: str) -> str:
         """What to change when polars fails on a quote: quote_char null, if the file's quotes look stray."""
@@ -108,10 +141,9 @@ class TableAdapter:
         return [str(self.path)]
 
     def _infer_labels(self) -> tuple[str, ...]:
-        df = self._read()
-        values = df[self.label_column].drop_nulls().cast(pl.String).unique().sort()
+        values = self._labels()["label"].drop_nulls().unique().sort()
         if values.filter(values.str.strip_chars() != "").len() < 2:  # a blank label is no class
-            raise AdapterError(self._too_few_classes(df))
+            raise AdapterError(self._too_few_classes(self._read_all()))
         return tuple(values.to_list())
 
     def _too_few_classes(self, df: pl.DataFrame) -> str:
@@ -153,19 +185,23 @@ class TableAdapter:
                 starts = row_lines(self.path, self.format, self.quote_char)
             except (OSError, EOFError, csv.Error):
                 starts = []
-            if len(starts) == self._read().height:
+            if len(starts) == self._labels().height:
                 return [f"line {starts[r]}" for r in rows]
         return [f"row {r + 1}" for r in rows]
 
-    def load(self, cache_dir: Path) -> pl.DataFrame:
-        df = self._read()
-        out = df.select(
+    def load(self, cache_dir: Path) -> pl.LazyFrame:
+        """The table as a lazy frame: the ingest stage reads it a batch at a time, so a file of any size fits. The
+        test split of a file without one is drawn from the labels alone (one column in memory), then joined on."""
+        labels = self._labels()  # first: a file polars cannot parse fails here, with its name
+        out = self._scan().select(
             pl.col(self.text_column).cast(pl.String).alias("text"),
             pl.col(self.label_column).cast(pl.String).alias("label"),
             *([pl.col(self.split_column).cast(pl.String).str.strip_chars().str.to_lowercase().alias("split")] if self.split_column else []),
         ).with_row_index("row")
         if not self.split_column:
-            out = out.with_columns(split=stratified_split(out["label"], self.test_fraction, self.seed, "test", "train"))
+            split = stratified_split(labels["label"], self.test_fraction, self.seed, "test", "train")
+            rows = pl.DataFrame({"row": pl.int_range(0, labels.height, eager=True, dtype=pl.UInt32), "split": split})
+            out = out.join(rows.lazy(), on="row", how="left", maintain_order="left")
         return out.with_columns(id=pl.format("{}:{}", pl.lit(self.path.name), pl.col("row"))).drop("row")
 
 

@@ -1,21 +1,22 @@
 """scale: the data stages on many documents: docs/s and peak RSS as the corpus grows (`--sections scale`).
 
 The corpus: the bench's reviews (IMDB: train, test and unlabelled) repeated until there are N, each copy after
-the first made unique by a word appended to its text, written straight into a project's data/ingested.parquet
-in row groups (so the bench itself never holds N documents). Then, each in a fresh child process:
-- the stage as `dvc repro` runs it (flows/clean.py, flows/tokenize.py: streaming, batch by batch);
-- the same stage with `engine.kind: dask`: its batches as Prefect tasks on a 2-worker Dask LocalCluster started
-  for it (flows/shards.py), at sizes up to --scale-in-memory-max (the workers' peak RSS is reported apart);
-- the in-memory way, the bare libraries doing the same work on the whole table at once (polars read →
-  clean_frame → write; tokenizers fit on the whole column → encode every text → write), as the stages did
-  before they streamed: the baseline, measured in the same run, at sizes up to --scale-in-memory-max.
+the first made unique by a word appended to its text, written in row groups (so the bench itself never holds N
+documents) to a project's data/raw/corpus.parquet, which its params.yaml names for the table adapter. Then, each
+in a fresh child process:
+- the stage as `dvc repro` runs it (flows/ingest.py, flows/clean.py, flows/tokenize.py: streaming, batch by batch);
+- clean and tokenize with `engine.kind: dask`: their batches as Prefect tasks on a 2-worker Dask LocalCluster
+  started for it (flows/shards.py), at sizes up to --scale-in-memory-max (the workers' peak RSS reported apart);
+- the in-memory way, the bare libraries doing the same work on the whole table at once (polars read → GX on every
+  row, the hygiene facts and the carve → write; polars read → clean_frame → write; tokenizers fit on the whole
+  column → encode every text → write), as the stages did before they streamed: the baseline, measured in the
+  same run, at sizes up to --scale-in-memory-max.
 At the smallest size the outputs are compared: the tables the dask runs wrote last (after the local runs wrote
 the same files) against the in-memory ones, and the tokenizers. Flat memory shows as a peak RSS that stays put
 while N grows, and docs/s that holds.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -24,22 +25,26 @@ from typing import Any
 
 from bench.common import ROOT, in_child, rate, ratio, rss_mb, timer
 
-STAGES = ("clean", "tokenize")
+STAGES = ("ingest", "clean", "tokenize")
+ENGINES = ("clean", "tokenize")  # the stages with an `engine`
 WRITE_ROWS = 100_000  # rows the generator writes at a time
 
 
 def make_corpus(raw: Path, project: Path, n: int) -> dict[str, Any]:
-    """project/ with params.yaml, data/dataset.json and data/ingested.parquet of `n` documents from `raw`."""
+    """project/ with data/raw/corpus.parquet of `n` documents from `raw`, and a params.yaml whose table adapter reads it."""
     import polars as pl
     import pyarrow.parquet as pq
+    import yaml
 
     from reweigh.io import ROW_GROUP
 
     base = pl.read_parquet(raw, columns=["text", "label", "split"])
-    (project / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    (project / "data" / "raw").mkdir(parents=True, exist_ok=True)
     labels = sorted(base["label"].drop_nulls().unique().to_list())
-    (project / "data" / "dataset.json").write_text(json.dumps({"name": "scale", "title": "scale", "labels": labels}))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["dataset"] = {**params["dataset"], "name": "table", "options": {
+        "path": "data/raw/corpus.parquet", "split_column": "split", "labels": labels, "title": "scale"}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     writer = None
     with timer() as t:
         for start in range(0, n, WRITE_ROWS):
@@ -49,10 +54,10 @@ def make_corpus(raw: Path, project: Path, n: int) -> dict[str, Any]:
                 id=i.cast(pl.String),
                 text=pl.when(copy > 0).then(pl.col("text") + " copy" + copy.cast(pl.String)).otherwise(pl.col("text")),
             ).select("id", "text", "label", "split").to_arrow()
-            writer = writer or pq.ParquetWriter(project / "data" / "ingested.parquet", part.schema, compression="zstd")
+            writer = writer or pq.ParquetWriter(project / "data" / "raw" / "corpus.parquet", part.schema, compression="zstd")
             writer.write_table(part, row_group_size=ROW_GROUP)
     writer.close()
-    size = (project / "data" / "ingested.parquet").stat().st_size
+    size = (project / "data" / "raw" / "corpus.parquet").stat().st_size
     return {"documents": n, "parquet_mb": round(size / 2**20, 1), "write_s": round(t["s"], 1)}
 
 
@@ -65,14 +70,16 @@ def _stage(project: str, stage: str, engine: str = "local") -> dict[str, Any]:
     os.chdir(project)
     sys.path.insert(0, str(ROOT))
     from flows.clean import clean_flow
+    from flows.ingest import ingest_flow
     from flows.tokenize import tokenize_flow
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["engine"] = {**params.get("engine", {}), "kind": engine, "workers": 2, "address": ""}
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    flow = {"clean": clean_flow, "tokenize": tokenize_flow}[stage]
+    # ingest as a flow run (its task and logger need one; the bench's Prefect server takes it), the others as functions
+    flow = {"ingest": ingest_flow, "clean": clean_flow.fn, "tokenize": tokenize_flow.fn}[stage]
     with timer() as t:
-        flow.fn()
+        flow()
     out: dict[str, Any] = {"seconds": round(t["s"], 2)}
     if engine == "dask":  # the LocalCluster's worker processes, waited for when the stage stopped its cluster
         out["workers_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
@@ -91,7 +98,9 @@ def _in_memory(project: str, stage: str) -> dict[str, Any]:
 
     p = params()
     with timer() as t:
-        if stage == "clean":
+        if stage == "ingest":
+            _ingest_in_memory(p)
+        elif stage == "clean":
             df = pl.read_parquet("data/ingested.parquet", columns=["id", "text", "label", "split"])
             clean_frame(df, p.clean.steps).write_parquet("data/clean-in-memory.parquet", compression="zstd")
         else:
@@ -104,11 +113,32 @@ def _in_memory(project: str, stage: str) -> dict[str, Any]:
     return {"seconds": round(t["s"], 2)}
 
 
+def _ingest_in_memory(p: Any) -> None:
+    """The ingest stage as it was before it streamed: the whole table read, GX on every row, the facts and carve
+    on the table itself, one write."""
+    import polars as pl
+
+    from adapters.expectations import validate
+    from adapters.hygiene import KEY, Hygiene, check, with_text_keys
+    from adapters.registry import get_adapter
+    from flows.ingest import output_columns, split_rows
+    from reweigh.io import write_parquet
+
+    adapter, hygiene = get_adapter(p.dataset.name, p.dataset.options), Hygiene.from_params(p.dataset, p.clean.steps)
+    path = Path(p.dataset.options["path"])
+    raw = pl.read_parquet(path).with_row_index("_row").with_columns(id=pl.format("{}:{}", pl.lit(path.name), pl.col("_row")))
+    assert validate(raw, adapter).success
+    df, _ = split_rows(with_text_keys(raw, hygiene.clean_steps), p.dataset, hygiene, p.seed)
+    check(df, adapter, hygiene)
+    write_parquet(output_columns(df.drop(KEY)), "data/ingested-in-memory.parquet")
+
+
 def _same_outputs(project: str) -> dict[str, bool]:
     import polars as pl
 
     os.chdir(project)
-    return {"clean": pl.read_parquet("data/clean.parquet").equals(pl.read_parquet("data/clean-in-memory.parquet")),
+    return {"ingest": pl.read_parquet("data/ingested.parquet").equals(pl.read_parquet("data/ingested-in-memory.parquet")),
+            "clean": pl.read_parquet("data/clean.parquet").equals(pl.read_parquet("data/clean-in-memory.parquet")),
             "tokens": pl.read_parquet("data/tokens.parquet").equals(pl.read_parquet("data/tokens-in-memory.parquet")),
             "tokenizer": Path("artifacts/tokenizer.json").read_text() == Path("artifacts/tokenizer-in-memory.json").read_text()}
 
@@ -123,11 +153,12 @@ def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | Non
         row: dict[str, Any] = {"corpus": in_child(make_corpus, raw, project, n)}
         (project / "artifacts").mkdir(exist_ok=True)
         for stage in STAGES:
-            s = in_child(_stage, str(project), stage)
+            s = in_child(_stage, str(project), stage, env={"PREFECT_API_URL": prefect_api} if prefect_api else None)
             row[stage] = {**s, "docs_per_s": rate(n, s["seconds"])}
-            if n <= in_memory_max:
+            if n <= in_memory_max and stage in ENGINES:
                 d = in_child(_stage, str(project), stage, "dask", env={"PREFECT_API_URL": prefect_api} if prefect_api else None)
                 row[stage]["dask"] = {**d, "docs_per_s": rate(n, d["seconds"]), "vs_local_docs_per_s": ratio(s["seconds"], d["seconds"])}
+            if n <= in_memory_max:
                 m = in_child(_in_memory, str(project), stage)
                 row[stage]["in_memory"] = {**m, "docs_per_s": rate(n, m["seconds"])}
                 row[stage]["stream_vs_in_memory_speed"] = ratio(m["seconds"], s["seconds"])

@@ -1,6 +1,14 @@
 """ingest: adapter → (label spellings merged) → GX validation → dedupe → row limits → seeded validation split
 → dedupe → hygiene checks → data/ingested.parquet.
 
+The texts are never all in memory. The adapter's table (a DataFrame, or a LazyFrame such as the table adapter's
+scan) is read a batch of ROW_GROUP rows at a time (`Source`): one pass makes the per-row facts (id, label, split;
+for the text whether it is null or blank, its length, its hash and the hash of its cleaned form, KEY), and every
+decision (validation, dedupe, limits, the carve) is made on those facts; a last pass per output segment writes
+the kept rows with their split (train and val first, then test and unsup, each in the table's order), a row
+group at a time. GX validates the whole table up to `dataset.validate_rows` rows; over that, a seeded sample and
+every row a check flags, with the counts exact over all rows (adapters/sampled.py).
+
 Nothing downstream sees data that failed validation: a failure writes reports/validation.json (the
 record of every run) and stops with the failing expectations, their counts and sample rows. The hygiene
 checks (adapters/hygiene.py: texts shared between splits, label spellings, small classes) only warn; they
@@ -10,6 +18,8 @@ train) and again after it (the val copy of a text still in train: only drop_over
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -19,13 +29,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from adapters.base import check_frame, title_of
+from adapters.base import AdapterError, check_frame, no_rows, title_of
 from adapters.download import DownloadError
-from adapters.expectations import ValidationFailed, ValidationReport, validate
+from adapters.expectations import ValidationFailed, ValidationReport, build_expectations, report_of, validate
 from adapters.hygiene import KEY, Hygiene, check, dedupe, merge_label_spellings, with_text_keys
 from adapters.registry import get_adapter
+from adapters.sampled import run_suite_sampled, text_facts
 from flows.common import DATA, DATASET_FILE, REPORTS, cache_dir, params, run_stage
-from reweigh.io import write_json, write_parquet
+from reweigh.io import ROW_GROUP, rebatch, write_batches, write_json
 from reweigh.params import DatasetParams, ParamsError
 from reweigh.splits import stratified_split
 
@@ -45,9 +56,57 @@ def _retry_download(task, task_run, state) -> bool:
 
 
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=_retry_download, cache_policy=NO_CACHE)
-def load_dataset(name: str, options: dict) -> tuple[object, pl.DataFrame]:
+def load_dataset(name: str, options: dict) -> tuple[object, pl.DataFrame | pl.LazyFrame]:
     adapter = get_adapter(name, options)
     return adapter, check_frame(adapter.load(cache_dir()), title_of(adapter))
+
+
+class Source:
+    """The adapter's table, read as often as the stage needs, a batch at a time: its rows in order, `_row` their
+    position, `id` the adapter's or the position as text, labels through the merge (`relabel`) once known."""
+
+    def __init__(self, frame: pl.DataFrame | pl.LazyFrame, title: str) -> None:
+        lazy = frame.lazy().with_row_index("_row")
+        if "id" not in lazy.collect_schema():
+            lazy = lazy.with_columns(id=pl.col("_row").cast(pl.String))
+        self.frame, self.title, self.mapping = lazy, title, {}
+
+    def relabel(self, mapping: dict[str, str]) -> None:
+        self.mapping = mapping
+
+    def _lazy(self) -> pl.LazyFrame:
+        return self.frame.with_columns(pl.col("label").replace(self.mapping)) if self.mapping else self.frame
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        with self._reading():
+            yield from self._lazy().collect_batches(chunk_size=ROW_GROUP)
+
+    def rows(self, positions: list[int]) -> pl.DataFrame:
+        """The rows at these positions (sorted), read in one streamed pass."""
+        with self._reading():
+            return self._lazy().filter(pl.col("_row").is_in(positions)).collect(engine="streaming")
+
+    def collect(self) -> pl.DataFrame:
+        with self._reading():
+            return self._lazy().collect(engine="streaming")
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except pl.exceptions.PolarsError as exc:  # a scan that fails part way: a row the reader cannot parse
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AdapterError(f"dataset '{self.title}': reading its rows failed: {first}; check the data file around that row") from exc
+
+
+def facts(source: Source, steps: tuple[str, ...] | None) -> pl.DataFrame:
+    """Per row, in the table's order: _row, id, label, split, what the suite checks of the text (adapters/sampled.py)
+    and KEY, the hash of the cleaned text (adapters/hygiene.py). What every later decision reads; no text."""
+    parts = [with_text_keys(batch, steps).select("_row", "id", "label", "split", *text_facts(), KEY)
+             for batch in source.batches()]
+    if not parts:
+        raise AdapterError(no_rows(source.title))
+    return pl.concat(parts)
 
 
 def carve_validation(df: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
@@ -58,11 +117,11 @@ def carve_validation(df: pl.DataFrame, fraction: float, seed: int) -> pl.DataFra
 
 
 def limit_rows(df: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame:
-    """Keep at most `limit` rows per split, a seeded sample (for quick runs and benchmarks)."""
+    """Keep at most `limit` rows per split, a seeded sample (for quick runs and benchmarks), in the table's order."""
     if not limit:
         return df
     parts = [g.sample(n=min(limit, g.height), seed=seed) for _, g in df.group_by("split", maintain_order=True)]
-    return pl.concat(parts).sort("id")
+    return pl.concat(parts).sort("_row")  # the table's order, as the stage writes it
 
 
 def smallest_train_limit(label_sizes: np.ndarray, val_fraction: float) -> int | None:
@@ -103,13 +162,15 @@ def limit_train(df: pl.DataFrame, limit: int, val_fraction: float, seed: int) ->
 
 
 def ingest(dataset: DatasetParams, seed: int, clean_steps: list[str] | None = None) -> pl.DataFrame:
+    """The stage; returns the kept rows' facts (no texts), in the order written."""
     logger = get_run_logger()
     adapter, raw = load_dataset(dataset.name, dataset.options)
-    adapter, df, report = prepare(adapter, raw, dataset, seed, Hygiene.from_params(dataset, clean_steps))
+    source = Source(raw, title_of(adapter))
+    adapter, df, report = decide(adapter, source, dataset, seed, Hygiene.from_params(dataset, clean_steps))
     _record(report, logger)
     if df is None:
         raise ValidationFailed(report)
-    write_parquet(df, OUTPUT)
+    write_batches(rebatch(kept_rows(source, df), ROW_GROUP), OUTPUT, empty=output_columns(source.frame.head(0).collect()))
     counts = df.group_by("split").len().sort("split")
     write_json(dataset_info(adapter, counts), DATASET_FILE)
     create_markdown_artifact(
@@ -126,34 +187,77 @@ def dataset_info(adapter: Any, counts: pl.DataFrame) -> dict[str, Any]:
     return {"name": adapter.name, "title": title_of(adapter), "labels": list(adapter.labels), "rows": dict(counts.iter_rows())}
 
 
-def prepare(adapter: Any, raw: pl.DataFrame, dataset: DatasetParams, seed: int,
+def prepare(adapter: Any, raw: pl.DataFrame | pl.LazyFrame, dataset: DatasetParams, seed: int,
             hygiene: Hygiene) -> tuple[Any, pl.DataFrame | None, ValidationReport]:
-    """The stage without I/O: (the adapter, with merged labels if asked; the table to write, None when the
-    critical suite failed; the validation report, hygiene checks and changes included)."""
-    if "id" not in raw.columns:
-        raw = raw.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
+    """The stage without I/O, in memory (the drift check, tests): as `decide`, but the table the stage would write."""
+    source = Source(raw, title_of(adapter))
+    adapter, kept, report = decide(adapter, source, dataset, seed, hygiene)
+    if kept is None:
+        return adapter, None, report
+    frames = list(kept_rows(source, kept))
+    return adapter, (pl.concat(frames) if frames else output_columns(source.frame.head(0).collect())), report
+
+
+def decide(adapter: Any, source: Source, dataset: DatasetParams, seed: int,
+           hygiene: Hygiene) -> tuple[Any, pl.DataFrame | None, ValidationReport]:
+    """The stage's decisions, without writing: (the adapter, with merged labels if asked; the kept rows' facts with
+    their final split, in output order (`kept_rows` reads their texts), None when the critical suite failed; the
+    validation report, hygiene checks and changes included)."""
+    rows = facts(source, hygiene.clean_steps)
     merged: dict[str, str] = {}
     if hygiene.normalize_labels:  # before the declared labels are checked: 'Pos ' passes as 'pos'
-        raw, adapter, merged = merge_label_spellings(raw, adapter)
-    report = validate(raw, adapter)
+        rows, adapter, merged = merge_label_spellings(rows, adapter)
+        source.relabel(merged)
+    report = validate_source(source, rows, adapter, dataset.validate_rows, seed)
     report.changes["labels_merged"] = merged
     if not report.success:
         return adapter, None, report
-    df, dropped = split_rows(raw, dataset, hygiene, seed)
-    report.results += check(df, adapter, hygiene)
+    df, dropped = split_rows(rows, dataset, hygiene, seed)
+    report.results += check(df, adapter, hygiene, texts=lambda at: source.rows(at).select("_row", "text"),
+                            validate_rows=dataset.validate_rows, seed=seed)
     report.changes["dedupe"] = {"mode": hygiene.dedupe, "dropped": dropped}
-    order = ["id", "text", "label", "split"]
-    df = df.drop(KEY)
-    return adapter, df.select(order + [c for c in df.columns if c not in order]), report
+    return adapter, df.drop(KEY), report
 
 
-def split_rows(raw: pl.DataFrame, dataset: DatasetParams, hygiene: Hygiene, seed: int) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Dedupe, limits, the validation split, dedupe again; the rows dropped, per reason. Keeps KEY for the checks."""
-    df, dropped = dedupe(with_text_keys(raw, hygiene.clean_steps), hygiene.dedupe)
+def validate_source(source: Source, rows: pl.DataFrame, adapter: Any, validate_rows: int, seed: int) -> ValidationReport:
+    """The shared GX suite on the whole table when it has at most `validate_rows` rows; else on a seeded sample
+    and the rows the checks flag, the counts exact over `rows`, the facts of every row (adapters/sampled.py)."""
+    if rows.height <= validate_rows:
+        return validate(source.collect(), adapter)
+    results, seen = run_suite_sampled(rows, build_expectations(adapter), adapter.name,
+                                      lambda at: source.rows(at).with_columns(_pos=pl.col("_row")), validate_rows, seed)
+    return report_of(adapter, rows, results, validated_rows=seen)
+
+
+def split_rows(rows: pl.DataFrame, dataset: DatasetParams, hygiene: Hygiene, seed: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Dedupe, limits, the validation split, dedupe again; the rows dropped, per reason. `rows` has KEY; so does the result."""
+    df, dropped = dedupe(rows, hygiene.dedupe)
     df = limit_rows(df, dataset.limit, seed)
     df = limit_train(df, dataset.train_limit, dataset.val_fraction, seed)
     df, more = dedupe(carve_validation(df, dataset.val_fraction, seed), hygiene.dedupe)
     return df, {k: dropped.get(k, 0) + more.get(k, 0) for k in sorted({*dropped, *more})}
+
+
+def kept_rows(source: Source, kept: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """The kept rows with their final split and label, in `kept`'s order: train and val, then test and unsup, each
+    in the table's order (what carve_validation makes), read back from the source in one pass per segment."""
+    first = pl.col("split").is_in(["train", "val"])
+    ordered = kept.select((first.cast(pl.Int8).diff().fill_null(0) <= 0).all(), (pl.col("_row").diff().over(first).fill_null(1) > 0).all())
+    if not all(ordered.row(0)):
+        raise AssertionError("ingest: the kept rows are not train and val, then the rest, each in the table's order")
+    decided = kept.select("_row", "split", "label")
+    for segment in (decided.filter(first), decided.filter(~first)):
+        rows = segment["_row"]
+        for batch in source.batches() if segment.height else ():
+            lo, hi = rows.search_sorted(batch["_row"][0], "left"), rows.search_sorted(batch["_row"][-1], "right")
+            if hi > lo:
+                yield output_columns(batch.drop("label", "split").join(segment[lo:hi], on="_row", how="inner", maintain_order="left"))
+
+
+def output_columns(df: pl.DataFrame) -> pl.DataFrame:
+    """id, text, label, split, then the adapter's other columns."""
+    order = ["id", "text", "label", "split"]
+    return df.select(order + [c for c in df.columns if c not in order and c != "_row"])
 
 
 def _record(report: ValidationReport, logger: Any) -> None:

@@ -62,6 +62,24 @@ def read_batches(path: str | os.PathLike[str], columns: list[str] | None = None,
         yield pl.from_arrow(batch)
 
 
+def rebatch(frames: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """The same rows in frames of exactly `rows` (the last one shorter): row groups of one size, whatever the
+    frames a filter left."""
+    import polars as pl
+
+    held: list[pl.DataFrame] = []
+    count = 0
+    for frame in frames:
+        held.append(frame)
+        count += frame.height
+        while count >= rows:
+            whole = pl.concat(held)
+            yield whole.head(rows)
+            held, count = [whole.slice(rows)], count - rows
+    if count:
+        yield pl.concat(held)
+
+
 def write_batches(frames: Iterable[pl.DataFrame], target: str | os.PathLike[str], empty: pl.DataFrame) -> int:
     """Each frame appended to `target` as a row group (written at a temporary path, renamed when whole); `empty`
     (the columns, no rows) is written when there are no frames. The number of rows written."""

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import yaml
 
-from adapters.base import AdapterError, check_adapter, check_frame, title_of
+from adapters.base import AdapterError, check_adapter, check_frame, collect, title_of
 from adapters.expectations import LONG_TEXT_WARN, validate
 from adapters.registry import get_adapter
 from adapters.table import TableAdapter
@@ -40,7 +40,7 @@ def load_and_validate(tmp_path: Path, table: list[dict] | pl.DataFrame, suffix: 
     df = table if isinstance(table, pl.DataFrame) else pl.DataFrame(table, schema={"text": pl.String, "label": pl.String, "split": pl.String})
     {".parquet": df.write_parquet, ".csv": df.write_csv, ".jsonl": df.write_ndjson}[suffix](path)
     adapter = TableAdapter(str(path), labels=list(LABELS), split_column="split", **options)
-    return validate(check_frame(adapter.load(tmp_path), adapter.name), adapter)
+    return validate(collect(check_frame(adapter.load(tmp_path), adapter.name), adapter.name), adapter)
 
 
 def failed(report) -> dict[str, object]:
@@ -174,7 +174,7 @@ def test_declared_or_code_adapter_labels_keep_their_messages(tmp_path):
     path = tmp_path / "sms.csv"
     path.write_text("text,label\n" + "".join(f"msg {i},ham\n" for i in range(8)) + "call me,\n")
     adapter = TableAdapter(str(path), labels=["ham", "spam"])
-    report = validate(check_frame(adapter.load(tmp_path), title_of(adapter)), adapter)
+    report = validate(collect(check_frame(adapter.load(tmp_path), title_of(adapter)), title_of(adapter)), adapter)
     assert "on label where split == \"train\" (observed missing ['spam'] of ['ham', 'spam'])" in report.message()
     assert report.message().startswith("dataset 'sms.csv' failed validation")
 

@@ -56,14 +56,14 @@ def test_a_quote_that_only_polars_refuses_suggests_quote_char(tmp_path):
     path.write_text('label\ttext\nham\tok\nspam\t"FREE" entry now\n')
     with pytest.raises(AdapterError, match=r"could not be read as tsv: .*set dataset.options.quote_char: null"):
         TableAdapter(str(path))
-    assert TableAdapter(str(path), quote_char=None).load(tmp_path)["text"].to_list() == ["ok", '"FREE" entry now']
+    assert TableAdapter(str(path), quote_char=None).load(tmp_path).collect()["text"].to_list() == ["ok", '"FREE" entry now']
 
 
 def test_real_quoting_still_reads_and_is_not_taken_for_a_stray_quote(tmp_path):
     path = tmp_path / "reviews.csv"
     texts = ["Loved it, would buy again", 'She said "wow", twice', "Line one\nline two, with a comma"]
     pl.DataFrame({"text": texts * 2, "label": ["pos", "neg", "pos"] * 2}).write_csv(path)
-    assert TableAdapter(str(path)).load(tmp_path)["text"].to_list() == texts * 2
+    assert TableAdapter(str(path)).load(tmp_path).collect()["text"].to_list() == texts * 2
     with pytest.raises(AdapterError, match=r"do not have the header's 2 fields"):
         TableAdapter(str(path), quote_char=None)  # without quoting, the quoted commas split fields
 
@@ -71,7 +71,7 @@ def test_real_quoting_still_reads_and_is_not_taken_for_a_stray_quote(tmp_path):
 def test_another_quote_char(tmp_path):
     path = tmp_path / "reviews.csv"
     path.write_text("text,label\n'good, really',pos\nbad,neg\n")
-    assert TableAdapter(str(path), quote_char="'").load(tmp_path)["text"].to_list() == ["good, really", "bad"]
+    assert TableAdapter(str(path), quote_char="'").load(tmp_path).collect()["text"].to_list() == ["good, really", "bad"]
 
 
 @pytest.mark.parametrize("value", ["", "''", 3])
