@@ -66,7 +66,8 @@ class TableAdapter:
             raise AdapterError(f"dataset '{self.title}': quote_char must be one character or null (no quoting), got {quote_char!r}")
         self.quote_char = quote_char
         self._scan_frame: pl.LazyFrame | None = None
-        self._label_frame: pl.DataFrame | None = None
+        self._label_frame: pl.DataFrame | None = None  # the label (and split) column, until load() has used it
+        self._rows = 0  # rows in the file, once read
         self._lines_scan = Scan()
         self.labels_inferred = not labels
         self.labels = tuple(str(x) for x in labels) if labels else self._infer_labels()
@@ -109,7 +110,7 @@ class TableAdapter:
         labels = pl.concat(parts) if parts else pl.DataFrame(schema={c.meta.output_name(): pl.String for c in columns})
         if labels.height == 0:
             raise AdapterError(f"dataset '{self.title}': {self.path}: the file has no rows (columns {lf.collect_schema().names()}, no data); add rows, or set dataset.options.path to the file that has them")
-        self._label_frame = labels
+        self._label_frame, self._rows = labels, labels.height
         return labels
 
     @contextmanager
@@ -185,23 +186,22 @@ class TableAdapter:
                 starts = row_lines(self.path, self.format, self.quote_char)
             except (OSError, EOFError, csv.Error):
                 starts = []
-            if len(starts) == self._labels().height:
+            if len(starts) == self._rows:
                 return [f"line {starts[r]}" for r in rows]
         return [f"row {r + 1}" for r in rows]
 
     def load(self, cache_dir: Path) -> pl.LazyFrame:
         """The table as a lazy frame: the ingest stage reads it a batch at a time, so a file of any size fits. The
         test split of a file without one is drawn from the labels alone (one column in memory), then joined on."""
-        labels = self._labels()  # first: a file polars cannot parse fails here, with its name
+        labels, self._label_frame = self._labels(), None  # first: a file polars cannot parse fails here, with its name
         out = self._scan().select(
             pl.col(self.text_column).cast(pl.String).alias("text"),
             pl.col(self.label_column).cast(pl.String).alias("label"),
             *([pl.col(self.split_column).cast(pl.String).str.strip_chars().str.to_lowercase().alias("split")] if self.split_column else []),
         ).with_row_index("row")
-        if not self.split_column:
-            split = stratified_split(labels["label"], self.test_fraction, self.seed, "test", "train")
-            rows = pl.DataFrame({"row": pl.int_range(0, labels.height, eager=True, dtype=pl.UInt32), "split": split})
-            out = out.join(rows.lazy(), on="row", how="left", maintain_order="left")
+        if not self.split_column:  # one bool per row, looked up by position (a join here made polars buffer the file)
+            test = stratified_split(labels["label"], self.test_fraction, self.seed, "test", "train") == "test"
+            out = out.with_columns(split=pl.when(pl.lit(test).gather(pl.col("row"))).then(pl.lit("test")).otherwise(pl.lit("train")))
         return out.with_columns(id=pl.format("{}:{}", pl.lit(self.path.name), pl.col("row"))).drop("row")
 
 

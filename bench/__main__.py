@@ -48,6 +48,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scale-in-memory-max", type=int, default=1_000_000,
                     help="scale section: largest size at which the in-memory baseline also runs (default 1,000,000: it "
                          "holds the whole corpus)")
+    ap.add_argument("--scale-train", type=int, default=0,
+                    help="scale section: also one GRU training epoch on this many labelled documents (e.g. 1000000; default 0: off)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
 
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "serving": lambda: serving.run(work / "pipeline" / "project" if args.quick else ROOT, work, args.quick, p.seed,
                                      args.models.split(",") if args.models else None),
         "scale": lambda: scale.run(work, [int(x) for x in (args.scale_sizes or ("2000,10000" if args.quick else "100000,1000000")).split(",")],
-                                   args.scale_in_memory_max, pipeline.PREFECT_API["url"]),
+                                   args.scale_in_memory_max, pipeline.PREFECT_API["url"], args.scale_train),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

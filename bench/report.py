@@ -243,4 +243,12 @@ def _scale(s: dict[str, Any]) -> list[str]:
     same = next((row["same_outputs"] for row in s["sizes"].values() if "same_outputs" in row), None)
     if same:
         L += ["", "Same outputs at the smallest size (streaming vs in memory): " + ", ".join(f"{k} {'yes' if v else '**NO**'}" for k, v in same.items()) + "."]
+    if t := s.get("train"):
+        rows, g = t["rows"], t["train_gru"]
+        L += ["", f"One GRU training epoch (`--scale-train`; random initial vectors, no pretrain): {rows.get('train', 0):,} training, "
+              f"{rows.get('val', 0):,} validation and {rows.get('test', 0):,} test documents.", "",
+              "| step | seconds | peak RSS MB |", "|---|--:|--:|"]
+        L += [f"| {stage} | {_f(t[stage]['seconds'], 0)} | {_f(t[stage]['peak_rss_mb'], 0)} |" for stage in s["stages"]]
+        L.append(f"| train@gru, one epoch (training {_f(g['train_seconds'], 0)} s, test predictions {_f(g['test_predict_seconds'], 0)} s) "
+                 f"| {_f(g['seconds'], 0)} | {_f(g['peak_rss_mb'], 0)} |")
     return L + [""]

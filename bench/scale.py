@@ -17,6 +17,7 @@ while N grows, and docs/s that holds.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -26,24 +27,34 @@ from typing import Any
 from bench.common import ROOT, in_child, rate, ratio, rss_mb, timer
 
 STAGES = ("ingest", "clean", "tokenize")
+TRAIN_TEST = 50  # test documents beside the training ones in the one-epoch corpus: one per TRAIN_TEST training ones
+TRAIN_VAL_FRACTION = 0.02
 ENGINES = ("clean", "tokenize")  # the stages with an `engine`
 WRITE_ROWS = 100_000  # rows the generator writes at a time
 
 
-def make_corpus(raw: Path, project: Path, n: int) -> dict[str, Any]:
-    """project/ with data/raw/corpus.parquet of `n` documents from `raw`, and a params.yaml whose table adapter reads it."""
+def make_corpus(raw: Path, project: Path, n: int, train_only: int = 0) -> dict[str, Any]:
+    """project/ with data/raw/corpus.parquet of `n` documents from `raw`, and a params.yaml whose table adapter reads it.
+    `train_only`: instead, that many labelled training documents and 1 in TRAIN_TEST as many test ones, for one epoch of training
+    (validation: TRAIN_VAL_FRACTION of them, carved by ingest; the GRU from random vectors, one epoch)."""
     import polars as pl
     import pyarrow.parquet as pq
     import yaml
 
     from reweigh.io import ROW_GROUP
 
-    base = pl.read_parquet(raw, columns=["text", "label", "split"])
+    base = pl.read_parquet(raw, columns=["text", "label", "split"]).sample(fraction=1.0, shuffle=True, seed=0)  # splits mixed
+    if train_only:
+        base, n = base.filter(pl.col("label").is_not_null()), train_only + max(train_only // TRAIN_TEST, 100)
     (project / "data" / "raw").mkdir(parents=True, exist_ok=True)
     labels = sorted(base["label"].drop_nulls().unique().to_list())
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["dataset"] = {**params["dataset"], "name": "table", "options": {
         "path": "data/raw/corpus.parquet", "split_column": "split", "labels": labels, "title": "scale"}}
+    if train_only:
+        params["dataset"]["val_fraction"] = TRAIN_VAL_FRACTION
+        params["train"] = {**params["train"], "epochs": 1}
+        params["model"]["gru"] = {**params["model"]["gru"], "init": "random"}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     writer = None
     with timer() as t:
@@ -52,6 +63,7 @@ def make_corpus(raw: Path, project: Path, n: int) -> dict[str, Any]:
             copy = i // base.height
             part = base[(i % base.height).to_numpy()].with_columns(
                 id=i.cast(pl.String),
+                **({"split": pl.when(i < train_only).then(pl.lit("train")).otherwise(pl.lit("test"))} if train_only else {}),
                 text=pl.when(copy > 0).then(pl.col("text") + " copy" + copy.cast(pl.String)).otherwise(pl.col("text")),
             ).select("id", "text", "label", "split").to_arrow()
             writer = writer or pq.ParquetWriter(project / "data" / "raw" / "corpus.parquet", part.schema, compression="zstd")
@@ -83,6 +95,33 @@ def _stage(project: str, stage: str, engine: str = "local") -> dict[str, Any]:
     out: dict[str, Any] = {"seconds": round(t["s"], 2)}
     if engine == "dask":  # the LocalCluster's worker processes, waited for when the stage stopped its cluster
         out["workers_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    return out
+
+
+def _train_epoch(project: str, model: str) -> dict[str, Any]:
+    """In a fresh child: the train stage of `model` as a flow run (params: one epoch), and what it reports."""
+    os.chdir(project)
+    sys.path.insert(0, str(ROOT))
+    from flows.train import train_flow
+
+    with timer() as t:
+        train_flow(name=model)
+    summary = json.loads(Path(f"reports/train/{model}.json").read_text())
+    return {"seconds": round(t["s"], 1), "train_seconds": summary["train_seconds"],
+            "test_predict_seconds": summary["test_predict_seconds"], "epochs": summary["epochs"], "history": summary["history"]}
+
+
+def train_run(work: Path, documents: int, prefect_api: str | None) -> dict[str, Any]:
+    """One GRU epoch on `documents` labelled training documents, after ingest, clean and tokenize made its tokens."""
+    project = work / "scale" / f"train-{documents}"
+    out: dict[str, Any] = {"corpus": in_child(make_corpus, work / "raw.parquet", project, 0, documents)}
+    (project / "artifacts").mkdir(exist_ok=True)
+    env = {"PREFECT_API_URL": prefect_api} if prefect_api else None
+    for stage in STAGES:
+        out[stage] = in_child(_stage, str(project), stage, env=env)
+    out["train_gru"] = in_child(_train_epoch, str(project), "gru", env=env)
+    out["rows"] = json.loads((project / "data" / "dataset.json").read_text())["rows"]
+    shutil.rmtree(project, ignore_errors=True)
     return out
 
 
@@ -143,7 +182,7 @@ def _same_outputs(project: str) -> dict[str, bool]:
             "tokenizer": Path("artifacts/tokenizer.json").read_text() == Path("artifacts/tokenizer-in-memory.json").read_text()}
 
 
-def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | None = None) -> dict[str, Any]:
+def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | None = None, train_documents: int = 0) -> dict[str, Any]:
     """`prefect_api`: the bench's Prefect server, which the dask runs' task runs report to (as under `reweigh
     repro`); without one each would start a temporary server of its own, seconds the stage does not spend."""
     raw = work / "raw.parquet"
@@ -168,5 +207,7 @@ def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | Non
             row["same_outputs"] = {k: v for k, v in same.items() if k != "peak_rss_mb"}  # in_child adds the child's RSS
         out["sizes"][str(n)] = row
         shutil.rmtree(project, ignore_errors=True)  # a million documents take GBs on disk at each stage
+    if train_documents:
+        out["train"] = train_run(work, train_documents, prefect_api)
     out["bench_peak_rss_mb"] = rss_mb()
     return out

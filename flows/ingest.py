@@ -34,7 +34,7 @@ from adapters.download import DownloadError
 from adapters.expectations import ValidationFailed, ValidationReport, build_expectations, report_of, validate
 from adapters.hygiene import KEY, Hygiene, check, dedupe, merge_label_spellings, with_text_keys
 from adapters.registry import get_adapter
-from adapters.sampled import run_suite_sampled, text_facts
+from adapters.sampled import TEXT_FACTS, run_suite_sampled, text_facts
 from flows.common import DATA, DATASET_FILE, REPORTS, cache_dir, params, run_stage
 from reweigh.io import ROW_GROUP, rebatch, write_batches, write_json
 from reweigh.params import DatasetParams, ParamsError
@@ -82,9 +82,11 @@ class Source:
             yield from self._lazy().collect_batches(chunk_size=ROW_GROUP)
 
     def rows(self, positions: list[int]) -> pl.DataFrame:
-        """The rows at these positions (sorted), read in one streamed pass."""
-        with self._reading():
-            return self._lazy().filter(pl.col("_row").is_in(positions)).collect(engine="streaming")
+        """The rows at these positions (sorted), read in one pass a batch at a time. Each batch's few rows are copied
+        out: polars' filtered strings point into the batch they came from, which would keep every batch alive."""
+        wanted = pl.Series(positions, dtype=pl.UInt32).implode()
+        parts = [compact(batch.filter(pl.col("_row").is_in(wanted))) for batch in self.batches()]
+        return pl.concat(parts) if parts else self.frame.head(0).collect()
 
     def collect(self) -> pl.DataFrame:
         with self._reading():
@@ -99,6 +101,11 @@ class Source:
             raise AdapterError(f"dataset '{self.title}': reading its rows failed: {first}; check the data file around that row") from exc
 
 
+def compact(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` with its own copy of its strings, not views into the larger frame it was cut from."""
+    return pl.from_arrow(df.to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+
 def facts(source: Source, steps: tuple[str, ...] | None) -> pl.DataFrame:
     """Per row, in the table's order: _row, id, label, split, what the suite checks of the text (adapters/sampled.py)
     and KEY, the hash of the cleaned text (adapters/hygiene.py). What every later decision reads; no text."""
@@ -106,7 +113,7 @@ def facts(source: Source, steps: tuple[str, ...] | None) -> pl.DataFrame:
              for batch in source.batches()]
     if not parts:
         raise AdapterError(no_rows(source.title))
-    return pl.concat(parts)
+    return pl.concat(parts, rechunk=False)  # the batches as chunks: no second copy of the facts
 
 
 def carve_validation(df: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
@@ -212,7 +219,8 @@ def decide(adapter: Any, source: Source, dataset: DatasetParams, seed: int,
     report.changes["labels_merged"] = merged
     if not report.success:
         return adapter, None, report
-    df, dropped = split_rows(rows, dataset, hygiene, seed)
+    df, dropped = split_rows(rows.drop(*TEXT_FACTS), dataset, hygiene, seed)  # what the suite read of the text is done with
+    del rows  # the kept rows are a copy: the facts of every row can go before the hygiene checks
     report.results += check(df, adapter, hygiene, texts=lambda at: source.rows(at).select("_row", "text"),
                             validate_rows=dataset.validate_rows, seed=seed)
     report.changes["dedupe"] = {"mode": hygiene.dedupe, "dropped": dropped}

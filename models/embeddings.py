@@ -24,21 +24,29 @@ def cooccurrence(ids: np.ndarray, doc_starts: np.ndarray, vocab_size: int, windo
     """Symmetric, distance-weighted counts (V, V) of token pairs at most `window` apart in one document.
 
     `ids` (N,) are all documents one after another; `doc_starts` (n_docs,) where each begins. A pair d
-    tokens apart counts (window - d + 1) / window, the expected weight under word2vec's sampled window."""
-    doc = np.zeros(len(ids), dtype=np.int32)  # (N,) which document each token is in
-    doc[doc_starts[1:]] = 1
-    doc = np.cumsum(doc, dtype=np.int32)
+    tokens apart counts (window - d + 1) / window, the expected weight under word2vec's sampled window.
+    Read `chunk` tokens at a time, so `ids` may be a memory-mapped file of any length (flows/pretrain.py)."""
+    boundaries = np.asarray(doc_starts[1:])  # (n_docs - 1,) a token's document: how many of these are <= its position
     total = sparse.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
     for d in range(1, window + 1):
         weight = (window - d + 1) / window
         for lo in range(0, len(ids) - d, chunk):
             hi = min(lo + chunk, len(ids) - d)
-            a, b = ids[lo:hi], ids[lo + d:hi + d]  # (n,), (n,) tokens d apart
-            keep = (doc[lo:hi] == doc[lo + d:hi + d]) & (a != PAD_ID) & (b != PAD_ID)
+            a, b = np.asarray(ids[lo:hi]), np.asarray(ids[lo + d:hi + d])  # (n,), (n,) tokens d apart
+            same_doc = np.searchsorted(boundaries, np.arange(lo, hi), "right") == np.searchsorted(boundaries, np.arange(lo + d, hi + d), "right")
+            keep = same_doc & (a != PAD_ID) & (b != PAD_ID)
             a, b = a[keep], b[keep]
             w = np.full(len(a), weight)
             total = total + sparse.coo_matrix((w, (a, b)), shape=(vocab_size, vocab_size)).tocsr()
     return (total + total.T).tocsr()
+
+
+def token_counts(ids: np.ndarray, vocab_size: int, chunk: int = 4_000_000) -> np.ndarray:
+    """How often each token id occurs (V,), counted `chunk` tokens at a time."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for lo in range(0, len(ids), chunk):
+        counts += np.bincount(np.asarray(ids[lo:lo + chunk]), minlength=vocab_size)[:vocab_size]
+    return counts
 
 
 def ppmi(counts: sparse.csr_matrix, smoothing: float = 0.75) -> sparse.csr_matrix:
@@ -64,7 +72,7 @@ def ppmi_svd_embeddings(ids: np.ndarray, doc_starts: np.ndarray, vocab_size: int
                         seed: int, smoothing: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (V, D) scaled to unit standard deviation (the scale of a fresh nn.Embedding), and each
     token's count in the corpus (V,). Tokens never seen get small seeded random vectors; <pad> gets zeros."""
-    counts = np.bincount(ids, minlength=vocab_size)[:vocab_size]  # (V,)
+    counts = token_counts(ids, vocab_size)  # (V,)
     rng = np.random.default_rng(seed)
     # A V x V matrix has at most V directions: a tiny vocabulary fills the rest with small noise.
     k = min(dim, vocab_size - 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -108,17 +109,46 @@ def cut_documents(ids: np.ndarray, starts: np.ndarray, max_length: int, head: in
     return ids[keep], np.concatenate([[0], np.cumsum(cut)[:-1]]).astype(np.int64), cut
 
 
+def cut_corpus(ids: np.ndarray, starts: np.ndarray, max_length: int, head: int, spill: Path | None = None,
+               docs: int = 100_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`cut_documents` over `docs` documents at a time; with `spill`, the cut ids go to that file (uint32) and come
+    back memory-mapped, so neither the corpus nor its cut need fit in memory."""
+    parts, cut_lengths = [], []
+    out = open(spill, "wb") if spill is not None else None
+    try:
+        for d0 in range(0, len(starts), docs):
+            d1 = min(d0 + docs, len(starts))
+            lo, hi = int(starts[d0]), int(starts[d1]) if d1 < len(starts) else len(ids)
+            cut, _, lengths = cut_documents(np.asarray(ids[lo:hi]), starts[d0:d1] - lo, max_length, head)
+            cut_lengths.append(lengths)
+            if out is not None:
+                out.write(cut.astype(np.uint32).tobytes())
+            else:
+                parts.append(cut)
+    finally:
+        if out is not None:
+            out.close()
+    lengths = np.concatenate(cut_lengths) if cut_lengths else np.zeros(0, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    if spill is not None:
+        flat = np.memmap(spill, dtype=np.uint32, mode="r") if lengths.sum() else np.zeros(0, dtype=np.uint32)
+    else:
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return flat, offsets, lengths
+
+
 def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarray, starts: np.ndarray, *,
                      max_length: int, hidden_size: int, negatives: int, epochs: int, lr: float, batch_size: int,
                      seed: int, head: int | None = None, device: torch.device | str = "cpu",
-                     log: Callable[[str], None] = print) -> dict:
+                     log: Callable[[str], None] = print, spill: Path | None = None) -> dict:
     """The GRU encoder both GRU classifiers share, trained as a language model from the embedding `vectors`
     (V, E) on the part of each document the classifiers will read: at most `max_length` tokens, the first
     `head` (default: all of them) from its start, the rest from its end. `ids` (N,) are all documents one
     after another, `starts` (n_docs,) where each begins; `counts` (V,) each token's frequency.
+    `spill`: a file for the cut documents (`cut_corpus`), when they need not be in memory.
     Returns the encoder's weights, the per-epoch losses, what it read per epoch and the config the
     classifiers must match."""
-    ids, starts, lengths = cut_documents(ids, starts, max_length, max_length if head is None else head)
+    ids, starts, lengths = cut_corpus(ids, starts, max_length, max_length if head is None else head, spill)
     keep = lengths >= 2  # a one-token document has nothing to predict
     data = TokenSet(ids, starts[keep], lengths[keep], np.zeros(int(keep.sum()), dtype=np.int64))
     torch.manual_seed(seed)

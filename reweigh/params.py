@@ -39,7 +39,7 @@ class DatasetParams(_Strict):
         "merge labels equal up to case and surrounding whitespace ('pos', 'Pos ') into the declared label, else the "
         "most frequent spelling, stripped; before the declared labels are checked"))
     min_class_rows: int = Field(10, ge=0, description="warn when a class has fewer rows in train, val or test; 0 = off")
-    validate_rows: int = Field(200_000, ge=1, description=(
+    validate_rows: int = Field(100_000, ge=1, description=(
         "GX validates tables up to this many rows whole; a larger one on a seeded sample of this many plus every row a "
         "check flags, the counts exact over all rows (adapters/sampled.py): what GX holds in memory"))
     options: dict[str, Any] = Field(default_factory=dict)

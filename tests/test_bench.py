@@ -45,7 +45,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     from bench.__main__ import DEFAULT_SECTIONS
 
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--archive", str(archive), "--out", str(out),
-                        "--sections", ",".join((*DEFAULT_SECTIONS, "scale")), "--scale-sizes", "400"],
+                        "--sections", ",".join((*DEFAULT_SECTIONS, "scale")), "--scale-sizes", "400", "--scale-train", "300"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-6000:]
     # Nothing it started outlives it (its Prefect overhead probe once left a temporary API server running).
@@ -137,19 +137,26 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     assert Path(ab["figure"]).is_file()
 
     sc = b["scale"]  # the quick reviews repeated to 400 (one size: each dask run starts a cluster)
-    assert list(sc["sizes"]) == ["400"] and sc["stages"] == ["clean", "tokenize"]
+    assert list(sc["sizes"]) == ["400"] and sc["stages"] == ["ingest", "clean", "tokenize"]
     for n, row in sc["sizes"].items():
         assert row["corpus"]["documents"] == int(n)
         for stage in sc["stages"]:
             r_ = row[stage]
             assert _num(r_["docs_per_s"]) and _num(r_["peak_rss_mb"]) and _num(r_["in_memory"]["peak_rss_mb"]), (n, stage)
             assert _num(r_["stream_vs_in_memory_speed"]) and _num(r_["stream_vs_in_memory_rss"]), (n, stage)
-            assert _num(r_["dask"]["docs_per_s"]) and _num(r_["dask"]["workers_peak_rss_mb"]) and _num(r_["dask"]["vs_local_docs_per_s"]), (n, stage)
+            assert ("dask" in r_) == (stage != "ingest"), (n, stage)  # ingest has no engine
+            if stage != "ingest":
+                assert _num(r_["dask"]["docs_per_s"]) and _num(r_["dask"]["workers_peak_rss_mb"]) and _num(r_["dask"]["vs_local_docs_per_s"]), (n, stage)
     same = sc["sizes"]["400"]["same_outputs"]
-    assert same == {"clean": True, "tokens": True, "tokenizer": True}
+    assert same == {"ingest": True, "clean": True, "tokens": True, "tokenizer": True}
+    tr = sc["train"]  # --scale-train 300: 300 labelled documents, 100 of them test, one GRU epoch
+    assert tr["corpus"]["documents"] == 400 and tr["rows"]["test"] == 100 and tr["rows"]["train"] + tr["rows"]["val"] == 300
+    assert tr["train_gru"]["epochs"] == 1 and len(tr["train_gru"]["history"]) == 1
+    assert all(_num(tr[k]["peak_rss_mb"]) for k in (*sc["stages"], "train_gru"))
 
     md = (out / "bench.md").read_text()
     for heading in ("## clean", "## tokenize", "## train", "## whole pipeline", "## accuracy", "## pretrain", "## ablations", "## scale"):
         assert heading in md
+    assert "One GRU training epoch" in md
     assert "| baseline (TF-IDF) | – |" in md
     assert "| polars, 1 thread |" in md and "91.22%" in md and "torch threads" in md
