@@ -15,7 +15,7 @@ import pytest
 
 from conftest import make_project
 from flows.scaling.fit import crossover, fit_power_law, measured_crossover
-from flows.scaling.grid import finished, label_sizes, smallest_size, width_overrides
+from flows.scaling.grid import experiments, finished, label_sizes, smallest_size, width_overrides
 from flows.scaling.report import analyse
 from flows.train import limit_labels
 from reweigh.params import Params, ParamsError
@@ -105,9 +105,9 @@ def test_width_multipliers_scale_every_model_and_the_pretraining_it_starts_from(
 
 
 def _exp_names(project) -> dict[str, str]:
-    shown = json.loads(project.dvc("exp", "show", "--json").stdout)
-    return {r["name"]: (e.get("executor") or {}).get("state") or "success"
-            for entry in shown for e in entry.get("experiments") or [] for r in e.get("revs") or [] if r.get("name")}
+    """Each experiment's state, read as `reweigh scaling` reads it: `dvc exp show`, tried again when it fails
+    (just after a killed worker, DVC's cleanup can remove a run file while `exp show` reads it)."""
+    return {name: e["state"] for name, e in experiments(project.path).items()}
 
 
 @pytest.mark.slow
