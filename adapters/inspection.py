@@ -11,12 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from adapters.base import AdapterError, check_frame, collect, fix_for, title_of
-from adapters.expectations import ExpectationResult, ValidationReport, build_expectations, validate
+from adapters.base import AdapterError, check_frame, fix_for, title_of
+from adapters.expectations import ExpectationResult, ValidationReport, build_expectations
 from adapters.hygiene import Hygiene, check, merge_label_spellings
+from adapters.sampled import TEXT_FACTS
+from adapters.source import Source, facts, validate_source
 from adapters.registry import AdapterInfo, available, get_adapter, load_factory
+from reweigh.params import DatasetParams
+
+VALIDATE_ROWS = DatasetParams.model_fields["validate_rows"].default  # GX on every row up to this many (dataset.validate_rows)
 
 @dataclass(frozen=True)
 class AdapterRow:
@@ -49,22 +55,33 @@ def _labels(info: AdapterInfo, options: dict[str, Any] | None) -> tuple[str, str
     return "(set from dataset.options / the data)", None
 
 
-def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path,
-                      hygiene: Hygiene | None = None) -> tuple[Any, pl.DataFrame, ValidationReport]:
+def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path, hygiene: Hygiene | None = None,
+                      validate_rows: int = VALIDATE_ROWS, seed: int = 0) -> tuple[Any, Source, ValidationReport]:
     """Ingest without side effects: adapter → load → shape check → (label spellings merged) → GX suite and
-    hygiene checks (`hygiene`: from params.yaml, default: the defaults). Raises AdapterError only."""
+    hygiene checks (`hygiene`: from params.yaml, default: the defaults). The table is read as the stage reads it,
+    a batch at a time (adapters/source.py): GX sees it whole up to `validate_rows` rows (dataset.validate_rows),
+    else a seeded sample and every row a check flags, the counts exact. Returns the adapter (labels merged), the
+    table (`Source`: `.collect()` reads it whole) and the report. Raises AdapterError only."""
     hygiene = hygiene or Hygiene()
     adapter = get_adapter(name, options)
-    df = collect(check_frame(adapter.load(cache_dir), title_of(adapter)), title_of(adapter))
-    if "id" not in df.columns:  # as the ingest stage does, so sample rows can be found again
-        df = df.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
+    source = Source(check_frame(adapter.load(cache_dir), title_of(adapter)), title_of(adapter))
+    rows = facts(source, hygiene.clean_steps)
     merged: dict[str, str] = {}
     if hygiene.normalize_labels:
-        df, adapter, merged = merge_label_spellings(df, adapter)
-    report = validate(df, adapter)
-    report.results += check(df, adapter, hygiene)
+        rows, adapter, merged = merge_label_spellings(rows, adapter)
+        source.relabel(merged)
+    report = validate_source(source, rows, adapter, validate_rows, seed)
+    report.results += check(rows.drop(*TEXT_FACTS), adapter, hygiene, texts=lambda at: source.rows(at).select("_row", "text"),
+                            validate_rows=validate_rows, seed=seed)
     report.changes["labels_merged"] = merged
-    return adapter, df, report
+    return adapter, source, report
+
+
+def docs_rows(source: Source, rows: int, validate_rows: int = VALIDATE_ROWS, seed: int = 0) -> pl.DataFrame:
+    """The rows Data Docs render: the whole table up to `validate_rows` rows, else a seeded sample of that many."""
+    if rows <= validate_rows:
+        return source.collect()
+    return source.rows(sorted(np.random.default_rng(seed).choice(rows, size=validate_rows, replace=False).tolist()))
 
 
 def hint(result: ExpectationResult) -> str | None:

@@ -19,7 +19,6 @@ train) and again after it (the val copy of a text still in train: only drop_over
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -29,12 +28,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from adapters.base import AdapterError, check_frame, no_rows, title_of
+from adapters.base import check_frame, title_of
 from adapters.download import DownloadError
-from adapters.expectations import ValidationFailed, ValidationReport, build_expectations, report_of, validate
-from adapters.hygiene import KEY, Hygiene, check, dedupe, merge_label_spellings, with_text_keys
+from adapters.expectations import ValidationFailed, ValidationReport
+from adapters.hygiene import KEY, Hygiene, check, dedupe, merge_label_spellings
 from adapters.registry import get_adapter
-from adapters.sampled import TEXT_FACTS, run_suite_sampled, text_facts
+from adapters.sampled import TEXT_FACTS
+from adapters.source import Source, facts, validate_source
 from flows.common import DATA, DATASET_FILE, REPORTS, cache_dir, params, run_stage
 from reweigh.io import ROW_GROUP, rebatch, write_batches, write_json
 from reweigh.params import DatasetParams, ParamsError
@@ -59,61 +59,6 @@ def _retry_download(task, task_run, state) -> bool:
 def load_dataset(name: str, options: dict) -> tuple[object, pl.DataFrame | pl.LazyFrame]:
     adapter = get_adapter(name, options)
     return adapter, check_frame(adapter.load(cache_dir()), title_of(adapter))
-
-
-class Source:
-    """The adapter's table, read as often as the stage needs, a batch at a time: its rows in order, `_row` their
-    position, `id` the adapter's or the position as text, labels through the merge (`relabel`) once known."""
-
-    def __init__(self, frame: pl.DataFrame | pl.LazyFrame, title: str) -> None:
-        lazy = frame.lazy().with_row_index("_row")
-        if "id" not in lazy.collect_schema():
-            lazy = lazy.with_columns(id=pl.col("_row").cast(pl.String))
-        self.frame, self.title, self.mapping = lazy, title, {}
-
-    def relabel(self, mapping: dict[str, str]) -> None:
-        self.mapping = mapping
-
-    def _lazy(self) -> pl.LazyFrame:
-        return self.frame.with_columns(pl.col("label").replace(self.mapping)) if self.mapping else self.frame
-
-    def batches(self) -> Iterator[pl.DataFrame]:
-        with self._reading():
-            yield from self._lazy().collect_batches(chunk_size=ROW_GROUP)
-
-    def rows(self, positions: list[int]) -> pl.DataFrame:
-        """The rows at these positions (sorted), read in one pass a batch at a time. Each batch's few rows are copied
-        out: polars' filtered strings point into the batch they came from, which would keep every batch alive."""
-        wanted = pl.Series(positions, dtype=pl.UInt32).implode()
-        parts = [compact(batch.filter(pl.col("_row").is_in(wanted))) for batch in self.batches()]
-        return pl.concat(parts) if parts else self.frame.head(0).collect()
-
-    def collect(self) -> pl.DataFrame:
-        with self._reading():
-            return self._lazy().collect(engine="streaming")
-
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        try:
-            yield
-        except pl.exceptions.PolarsError as exc:  # a scan that fails part way: a row the reader cannot parse
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AdapterError(f"dataset '{self.title}': reading its rows failed: {first}; check the data file around that row") from exc
-
-
-def compact(df: pl.DataFrame) -> pl.DataFrame:
-    """`df` with its own copy of its strings, not views into the larger frame it was cut from."""
-    return pl.from_arrow(df.to_arrow(compat_level=pl.CompatLevel.oldest()))
-
-
-def facts(source: Source, steps: tuple[str, ...] | None) -> pl.DataFrame:
-    """Per row, in the table's order: _row, id, label, split, what the suite checks of the text (adapters/sampled.py)
-    and KEY, the hash of the cleaned text (adapters/hygiene.py). What every later decision reads; no text."""
-    parts = [with_text_keys(batch, steps).select("_row", "id", "label", "split", *text_facts(), KEY)
-             for batch in source.batches()]
-    if not parts:
-        raise AdapterError(no_rows(source.title))
-    return pl.concat(parts, rechunk=False)  # the batches as chunks: no second copy of the facts
 
 
 def carve_validation(df: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
@@ -225,16 +170,6 @@ def decide(adapter: Any, source: Source, dataset: DatasetParams, seed: int,
                             validate_rows=dataset.validate_rows, seed=seed)
     report.changes["dedupe"] = {"mode": hygiene.dedupe, "dropped": dropped}
     return adapter, df.drop(KEY), report
-
-
-def validate_source(source: Source, rows: pl.DataFrame, adapter: Any, validate_rows: int, seed: int) -> ValidationReport:
-    """The shared GX suite on the whole table when it has at most `validate_rows` rows; else on a seeded sample
-    and the rows the checks flag, the counts exact over `rows`, the facts of every row (adapters/sampled.py)."""
-    if rows.height <= validate_rows:
-        return validate(source.collect(), adapter)
-    results, seen = run_suite_sampled(rows, build_expectations(adapter), adapter.name,
-                                      lambda at: source.rows(at).with_columns(_pos=pl.col("_row")), validate_rows, seed)
-    return report_of(adapter, rows, results, validated_rows=seen)
 
 
 def split_rows(rows: pl.DataFrame, dataset: DatasetParams, hygiene: Hygiene, seed: int) -> tuple[pl.DataFrame, dict[str, int]]:

@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, run_stage
 from flows.tokenize import encode, head_tokens
+from models.batching import TokenSink
 from models.embeddings import ppmi_svd_embeddings
 from models.language_model import pretrain_encoder
 from models.train_loop import setup_torch
@@ -47,25 +48,13 @@ def corpus_ids(tok: Tokenizer, texts: Iterable[list[str]] | list[str], kind: str
     lists; with `spill`, the ids go to that file (uint32) as they come and return memory-mapped: the corpus is
     never in memory at all."""
     batches = [texts] if isinstance(texts, list) else texts
-    parts, lengths = [], []
-    out = open(spill, "wb") if spill is not None else None
-    try:
+    with TokenSink(spill) as sink:
         for batch in batches:
             for lo in range(0, len(batch), chunk):
                 ids = encode(tok, batch[lo:lo + chunk], kind, max_length or 10**9, chunk)
-                lengths.extend(len(x) for x in ids)
-                flat = np.fromiter((i for doc in ids for i in doc), dtype=np.int64)
-                if out is not None:
-                    out.write(flat.astype(np.uint32).tobytes())
-                else:
-                    parts.append(flat)
-    finally:
-        if out is not None:
-            out.close()
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    if out is not None:
-        return (np.memmap(spill, dtype=np.uint32, mode="r") if sum(lengths) else np.zeros(0, dtype=np.uint32)), starts
-    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)), starts
+                sink.add(np.fromiter((i for doc in ids for i in doc), dtype=np.int64), [len(x) for x in ids])
+    flat, starts, _ = sink.finish()
+    return flat, starts
 
 
 def pretraining_texts(counted: dict[str, int]) -> Iterator[list[str]]:

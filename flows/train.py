@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from flows.common import ARTIFACTS, DATA, REPORTS, params, read_dataset_info, run_stage
 from reweigh.params import ParamsError
 from models import MODELS, architecture, build_model, count_parameters
-from models.batching import TokenSet
+from models.batching import TokenSet, read_token_sets
 from models.pretrained import PretrainedMismatch, start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train
 from reweigh import machine
@@ -129,6 +129,15 @@ def limit_labels(frame: pl.DataFrame, limit: int, seed: int) -> pl.DataFrame:
     return frame.filter(~pl.col("split").is_in(["train", "val"]) | pl.col("id").is_in(ids.implode()))
 
 
+def token_sets(path: Path, label_limit: int, seed: int) -> tuple[dict[str, pl.DataFrame], dict[str, TokenSet]]:
+    """The token table's train, val and test rows (train.label_limit applied): each split's id and label_id, and
+    its TokenSet. The token ids go straight from the file into one flat array per split (`read_token_sets`)."""
+    rows = limit_labels(pl.read_parquet(path, columns=["id", "split", "label_id"]).with_row_index("row"), label_limit, seed)
+    splits = {s: rows.filter(pl.col("split") == s) for s in ("train", "val", "test")}
+    data = read_token_sets(path, {s: (df["row"].to_numpy().astype(np.int64), df["label_id"].to_numpy()) for s, df in splits.items()})
+    return splits, data
+
+
 def prediction_frame(split: str, ids: pl.Series, label_ids, probs) -> pl.DataFrame:
     """id, split, label_id, prob_0 .. prob_{C-1} of one split's rows: what every model hands the report stage.
     probs: (N, C) class probabilities, rows in the order of ids (N,)."""
@@ -155,9 +164,7 @@ def train_flow(name: str) -> str:
     p = params()
     labels = read_dataset_info()["labels"]
     vocab_size = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
-    tokens = limit_labels(pl.read_parquet(TOKENS, columns=["id", "split", "label_id", "ids"]), p.train.label_limit, p.seed)
-    splits = {s: tokens.filter(pl.col("split") == s) for s in ("train", "val", "test")}
-    data = {s: TokenSet.from_frame(df) for s, df in splits.items()}
+    splits, data = token_sets(TOKENS, p.train.label_limit, p.seed)
     model, hyper, init_note = build_initialised(name, p, vocab_size, len(labels))
     model_params = getattr(p.model, name)
     n_params = count_parameters(model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +59,85 @@ class TokenSet:
         for row, (start, n) in enumerate(zip(self.offsets[idx], lengths)):
             out[row, :n] = self.ids[start:start + n]
         return torch.from_numpy(out), torch.from_numpy(lengths), torch.from_numpy(self.labels[idx])
+
+
+def read_token_sets(path: Path, chosen: dict[str, tuple[np.ndarray, np.ndarray]], batch_rows: int = 8192) -> dict[str, TokenSet]:
+    """TokenSets of a token table's rows (parquet, a list column `ids`), read a batch of rows at a time.
+    chosen: {name: (rows, labels)}, the rows' positions in the table (ascending, (n,)) and their labels (n,).
+    A first pass sizes one flat uint32 array per name, a second fills it: nothing else ever holds the token ids
+    (reading the table whole held them three times over). As in `from_lists`, an empty document is one <unk>."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path)
+    own = np.concatenate([pc.list_value_length(b.column(0)).to_numpy(zero_copy_only=False)
+                          for b in table.iter_batches(batch_size=batch_rows, columns=["ids"])] or [np.zeros(0)])
+    own = np.maximum(own.astype(np.int64), 1)  # (N_rows,) each row's length, an empty one counted as its <unk>
+    sets = {}
+    for name, (rows, labels) in chosen.items():
+        lengths = own[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        sets[name] = TokenSet(np.empty(int(lengths.sum()), dtype=np.uint32), offsets, lengths,
+                              np.asarray(labels, dtype=np.int64))
+    start = 0
+    for batch in table.iter_batches(batch_size=batch_rows, columns=["ids"]):
+        col = batch.column(0)
+        n = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)  # (B,) 0 for an empty row
+        flat = np.append(pc.list_flatten(col).to_numpy(zero_copy_only=False), np.uint32(UNK_ID))  # (T + 1,) the <unk> last
+        begin = np.where(n > 0, np.concatenate([[0], np.cumsum(n)[:-1]]), len(flat) - 1)  # (B,) an empty row reads the <unk>
+        for name, (rows, _) in chosen.items():
+            lo, hi = np.searchsorted(rows, [start, start + len(n)])
+            if lo == hi:
+                continue
+            local, lengths = rows[lo:hi] - start, sets[name].lengths[lo:hi]  # (b,) rows of this batch, their lengths
+            at = np.repeat(begin[local] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+            first = sets[name].offsets[lo]
+            sets[name].ids[first:first + len(at)] = flat[at]
+        start += len(n)
+    return sets
+
+
+class TokenSink:
+    """Documents' token ids added a chunk at a time and stored flat: kept in memory, or with `spill` written to
+    that file (uint32) as they come and read back memory-mapped, so that they never need fit in memory.
+
+        with TokenSink(spill) as sink:
+            for flat, lengths in chunks:   # (n_tokens,) ids of a few documents, (n_docs,) their lengths
+                sink.add(flat, lengths)
+        flat, offsets, lengths = sink.finish()
+    """
+
+    def __init__(self, spill: Path | None = None) -> None:
+        self.spill = spill
+        self.parts: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.out = open(spill, "wb") if spill is not None else None
+
+    def __enter__(self) -> "TokenSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.out is not None:
+            self.out.close()
+
+    def add(self, flat: np.ndarray, lengths: np.ndarray | list[int]) -> None:
+        self.lengths.append(np.asarray(lengths, dtype=np.int64))
+        if self.out is not None:
+            self.out.write(np.ascontiguousarray(flat, dtype=np.uint32).tobytes())
+        else:
+            self.parts.append(flat)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ids (N_tokens,): memory-mapped uint32 when spilled, else the chunks joined; offsets (n_docs,) where
+        each document starts; lengths (n_docs,)."""
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        if self.out is not None:
+            self.out.close()
+            flat = np.memmap(self.spill, dtype=np.uint32, mode="r") if lengths.sum() else np.zeros(0, dtype=np.uint32)
+        else:
+            flat = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int64)
+        return flat, offsets, lengths
 
 
 def bucket_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50, bucketing: bool = True) -> list[np.ndarray]:

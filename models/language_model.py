@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.batching import TokenSet, bucket_batches
+from models.batching import TokenSet, TokenSink, bucket_batches
 from models.gru import GRUConfig, GRUEncoder, padding_mask
 from models.train_loop import seed_everything
 
@@ -113,28 +113,13 @@ def cut_corpus(ids: np.ndarray, starts: np.ndarray, max_length: int, head: int, 
                docs: int = 100_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`cut_documents` over `docs` documents at a time; with `spill`, the cut ids go to that file (uint32) and come
     back memory-mapped, so neither the corpus nor its cut need fit in memory."""
-    parts, cut_lengths = [], []
-    out = open(spill, "wb") if spill is not None else None
-    try:
+    with TokenSink(spill) as sink:
         for d0 in range(0, len(starts), docs):
             d1 = min(d0 + docs, len(starts))
             lo, hi = int(starts[d0]), int(starts[d1]) if d1 < len(starts) else len(ids)
             cut, _, lengths = cut_documents(np.asarray(ids[lo:hi]), starts[d0:d1] - lo, max_length, head)
-            cut_lengths.append(lengths)
-            if out is not None:
-                out.write(cut.astype(np.uint32).tobytes())
-            else:
-                parts.append(cut)
-    finally:
-        if out is not None:
-            out.close()
-    lengths = np.concatenate(cut_lengths) if cut_lengths else np.zeros(0, dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    if spill is not None:
-        flat = np.memmap(spill, dtype=np.uint32, mode="r") if lengths.sum() else np.zeros(0, dtype=np.uint32)
-    else:
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    return flat, offsets, lengths
+            sink.add(cut, lengths)
+    return sink.finish()
 
 
 def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarray, starts: np.ndarray, *,

@@ -142,25 +142,26 @@ def validate_dataset(
     from adapters.base import AdapterError
     from adapters.download import DownloadError
     from adapters.hygiene import Hygiene
-    from adapters.inspection import load_and_validate, print_report, write_data_docs
+    from adapters.inspection import VALIDATE_ROWS, docs_rows, load_and_validate, print_report, write_data_docs
     from flows.common import cache_dir
     from reweigh.io import write_json
     from reweigh.params import ParamsError, load_params, parse_assignments
 
     console = Console()
     options: dict = {}
-    hygiene = None
+    hygiene, validate_rows, seed = None, VALIDATE_ROWS, 0
     try:
         if params_file.exists():
             params = load_params(params_file)
             dataset, hygiene = params.dataset, Hygiene.from_params(params.dataset, params.clean.steps)
+            validate_rows, seed = dataset.validate_rows, params.seed
             if name is None or name == dataset.name:
                 name, options = dataset.name, dict(dataset.options)
         elif name is None:
             raise ParamsError(f"{params_file} not found: name the adapter (reweigh validate NAME) or pass --params")
         options |= parse_assignments(option, "--option", "-o path=data/raw/reviews.csv")
         console.print(f"validating with adapter '{name}', options {options}", highlight=False)
-        adapter, df, report = load_and_validate(name, options, cache_dir(), hygiene)
+        adapter, source, report = load_and_validate(name, options, cache_dir(), hygiene, validate_rows, seed)
     except (AdapterError, ParamsError, DownloadError) as exc:
         _fail(console, exc)
     print_report(report, console)
@@ -168,7 +169,7 @@ def validate_dataset(
         write_json(report.to_dict(), json_file)
         console.print(f"report: {json_file}", highlight=False)
     if docs:
-        index = write_data_docs(df, adapter, docs)
+        index = write_data_docs(docs_rows(source, report.rows, validate_rows, seed), adapter, docs)
         console.print(f"GX Data Docs: {index}", highlight=False)
     if not report.success:
         raise typer.Exit(1)

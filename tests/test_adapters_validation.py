@@ -214,7 +214,7 @@ def test_a_table_is_named_by_its_title_in_validate_ingest_logs_and_dataset_json(
 
     for options, title in (({}, "reviews.csv"), ({"title": "my-reviews"}, "my-reviews")):
         options = {"path": str(path), "split_column": "split", **options}
-        adapter, df, report = load_and_validate("table", options, tmp_path, Hygiene())
+        adapter, source, report = load_and_validate("table", options, tmp_path, Hygiene())
         console = Console(record=True, width=200)
         print_report(report, console)
         out = console.export_text()
@@ -225,7 +225,7 @@ def test_a_table_is_named_by_its_title_in_validate_ingest_logs_and_dataset_json(
         logged: list[str] = []
         log = type("Log", (), {"info": lambda self, m, *a: logged.append(m % a), "warning": lambda self, m, *a: logged.append(m % a)})()
         monkeypatch.setattr(ingest, "VALIDATION", tmp_path / "validation.json")
-        adapter, ingested, report = ingest.prepare(adapter, df, dataset, 0, Hygiene.from_params(dataset))
+        adapter, ingested, report = ingest.prepare(adapter, source.collect().drop("_row"), dataset, 0, Hygiene.from_params(dataset))
         ingest._record(report, log)
         assert any("texts in both train and test" in line for line in logged), logged  # a hygiene warning
         assert logged and all(line.startswith(f"dataset '{title}': ") for line in logged), logged

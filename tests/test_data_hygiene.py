@@ -184,11 +184,11 @@ def test_table_adapter_infers_the_merged_labels_with_normalize_labels(tmp_path):
     _, _, plain = load_and_validate("table", options, tmp_path, Hygiene(min_class_rows=0))
     assert plain.labels == ("Pos", "neg", "pos", "pos ") and plain.success  # inferred: every spelling a class
     assert [r.column for r in plain.warnings] == ["label_variant_of"]
-    adapter, df, merged = load_and_validate("table", options, tmp_path, Hygiene(normalize_labels=True, min_class_rows=0))
+    adapter, source, merged = load_and_validate("table", options, tmp_path, Hygiene(normalize_labels=True, min_class_rows=0))
     assert merged.labels == ("neg", "pos") and adapter.labels == ("neg", "pos")
     assert merged.success and merged.warnings == [], merged.message()
     assert merged.changes["labels_merged"] == {"Pos": "pos", "pos ": "pos"}
-    assert sorted(df["label"].unique()) == ["neg", "pos"]
+    assert sorted(source.collect()["label"].unique()) == ["neg", "pos"]  # read back with the labels merged
 
 
 def test_declared_labels_pass_once_spellings_are_merged():

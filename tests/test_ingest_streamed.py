@@ -12,8 +12,9 @@ import pytest
 
 from adapters.base import AdapterError, check_frame
 from adapters.hygiene import Hygiene
+from adapters.source import Source
 from adapters.table import TableAdapter
-from flows.ingest import Source, prepare
+from flows.ingest import prepare
 from reweigh.io import rebatch
 from reweigh.params import DatasetParams
 
@@ -154,3 +155,23 @@ def test_rebatch_makes_row_groups_of_one_size():
     out = list(rebatch(frames, 4))
     assert [f.height for f in out] == [4, 4, 4, 1]
     assert pl.concat(out)["a"].to_list() == list(range(13))
+
+
+def test_reweigh_validate_reads_a_large_file_as_the_stage_does_and_reports_the_same(tmp_path, monkeypatch):
+    """`reweigh validate` (adapters/inspection.py) over dataset.validate_rows: GX on a sample, the same report."""
+    from adapters.inspection import docs_rows, load_and_validate
+
+    monkeypatch.chdir(tmp_path)
+    path = Path("my data/data/raw/reviews.csv")
+    path.parent.mkdir(parents=True)
+    spoiled().with_columns(pl.col("text").fill_null("")).write_csv(path)  # a CSV has no null text: the blanks stay
+    options = {"path": str(path), "split_column": "split", "labels": list(LABELS)}
+    hygiene = Hygiene(min_class_rows=5)
+    _, source, whole = load_and_validate("table", options, tmp_path, hygiene, validate_rows=100_000, seed=3)
+    _, sampled_source, sampled = load_and_validate("table", options, tmp_path, hygiene, validate_rows=50, seed=3)
+    assert not whole.success and whole.validated_rows is None and 50 < sampled.validated_rows < 200
+    assert as_dicts(sampled) == as_dicts(whole)
+    assert {f"{r.expectation}:{r.column}": r.unexpected_count for r in sampled.failures}["expect_column_values_to_be_in_set:label"] == 13
+    assert docs_rows(source, whole.rows, 100_000, 3).height == 1_200  # Data Docs: the whole table, or a sample
+    shown = docs_rows(sampled_source, sampled.rows, 50, 3)
+    assert shown.height == 50 and shown["_row"].is_sorted() and shown["_row"].n_unique() == 50

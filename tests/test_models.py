@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from models import build_model, count_parameters
-from models.batching import TokenSet, bucket_batches, sorted_batches
+from models.batching import TokenSet, bucket_batches, read_token_sets, sorted_batches
 from models.gru import reverse_within_length
 from models.train_loop import LoopConfig, predict_proba, train
 
@@ -115,6 +115,33 @@ def test_batches_pad_to_the_longest_in_the_batch_only():
     ids, lengths, labels = data.batch(np.array([1, 3]))
     assert ids.tolist() == [[6, 0], [7, 8]] and lengths.tolist() == [1, 2] and labels.tolist() == [1, 0]
     assert data.batch(np.array([2]))[0].tolist() == [[1]], "an empty review becomes one <unk>"
+
+
+def test_token_sets_read_from_the_file_a_batch_at_a_time_equal_the_whole_table_read(tmp_path):
+    import polars as pl
+
+    from flows.train import limit_labels, token_sets
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    docs = [rng.integers(2, 500, rng.integers(0, 40)).tolist() for _ in range(n)]  # empty ones among them
+    table = pl.DataFrame({"id": [f"r{i}" for i in range(n)], "split": rng.choice(["train", "val", "test", "unsup"], n).tolist(),
+                          "label_id": rng.integers(0, 3, n), "ids": pl.Series(docs, dtype=pl.List(pl.UInt32))})
+    table.write_parquet(tmp_path / "tokens.parquet", row_group_size=700)  # five row groups
+    assert sum(len(d) == 0 for d in docs) > 10
+    for limit in (0, 900):
+        whole = limit_labels(table, limit, 7)
+        splits, data = token_sets(tmp_path / "tokens.parquet", limit, 7)
+        small = read_token_sets(tmp_path / "tokens.parquet", {s: (df["row"].to_numpy(), df["label_id"].to_numpy())
+                                                              for s, df in splits.items()}, batch_rows=256)
+        for s in ("train", "val", "test"):
+            want = TokenSet.from_frame(whole.filter(pl.col("split") == s))
+            assert splits[s]["id"].to_list() == whole.filter(pl.col("split") == s)["id"].to_list()
+            assert data[s].ids.dtype == np.uint32 and np.array_equal(data[s].ids, want.ids)
+            assert np.array_equal(small[s].ids, want.ids)  # reads that cut across row groups
+            for got, ref in ((data[s].offsets, want.offsets), (data[s].lengths, want.lengths), (data[s].labels, want.labels)):
+                assert np.array_equal(got, ref)
+        assert len(data["train"]) + len(data["val"]) < 1000 if limit else len(data["train"]) > 500
 
 
 def _toy_data(n: int, seed: int) -> TokenSet:

@@ -43,8 +43,9 @@ def test_stray_quotes_fail_by_default_naming_the_line_and_quote_char(tmp_path):
 def test_with_quote_char_null_the_messages_read_exactly_with_no_code(tmp_path):
     write_sms(tmp_path / "sms.tsv")
     options = {"path": str(tmp_path / "sms.tsv"), "quote_char": None, "test_fraction": 0.25}
-    adapter, df, report = load_and_validate("table", options, tmp_path, Hygiene(min_class_rows=0))
+    adapter, source, report = load_and_validate("table", options, tmp_path, Hygiene(min_class_rows=0))
     assert report.success, report.message()
+    df = source.collect()
     assert adapter.labels == ("ham", "spam")
     expected = [f"{text} ({i})" for i in range(4) for _, text in MESSAGES]
     assert df["text"].to_list() == expected
