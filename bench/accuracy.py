@@ -55,7 +55,6 @@ def read(path: Path) -> dict[str, Any]:
 def from_predictions(folder: Path) -> dict[str, dict[str, float | None]]:
     """Figures computed here from data/predictions/<model>.parquet (id, label_id, prob_<class>), for when
     the report stage has not written reports/metrics.json. PR-AUC: average precision of class 1 (pos)."""
-    import numpy as np
     import polars as pl
     from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 

@@ -58,7 +58,8 @@ def serve_model_command(
     """Serve a trained model over HTTP: POST /predict, GET /health, GET /model, docs at /docs (flows/service.py)."""
     from pydantic import ValidationError
 
-    from flows.service import ServiceError, serve_model
+    from flows.served import ServiceError
+    from flows.service import serve_model
     from reweigh.params import ServeParams, load_params
 
     try:

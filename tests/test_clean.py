@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.clean import STEPS, clean_expr, clean_frame, clean_texts
+from flows.clean import STEPS, clean_frame, clean_texts
 
 ALL = list(STEPS)
 ROOT = Path(__file__).resolve().parents[1]

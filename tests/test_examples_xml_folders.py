@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import Project, guide_example, make_project, select_dataset
+from conftest import guide_example, make_project, select_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import make_project
-from flows.retrain.flow import LOCK_FILE, RetrainFailed, collect_overrides, failed_stage, workspace_lock
+from flows.retrain.commands import LOCK_FILE, RetrainFailed, collect_overrides, failed_stage, workspace_lock
 from retrain_harness import Served, reviews, served_retrain, snapshot, start, stop, wait_until, write_rows  # noqa: F401
 
 

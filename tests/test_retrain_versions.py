@@ -107,3 +107,24 @@ def test_rollback_says_what_is_wrong(project: Path) -> None:
         versions.rollback(project)
     with pytest.raises(RetrainFailed, match=r"has no version v9\.9\.9; versions: v0\.0\.1"):
         versions.rollback(project, "v9.9.9")
+
+
+def test_champion_files_follow_dvc_yaml(tmp_path: Path) -> None:
+    """What a version holds and a rollback restores: dvc.lock, params.yaml and every git-tracked output that
+    dvc.yaml declares (cache: false), also under a foreach stage's `do`, not a list kept by hand."""
+    from flows.retrain.commands import champion_files, results
+
+    root = Path(__file__).resolve().parents[1]
+    assert results(root) == ("dvclive", "reports")
+    (tmp_path / "dvc.yaml").write_text(STAGE.replace("""artifacts:""", """  score:
+    foreach: [a, b]
+    do:
+      cmd: python score.py ${item}
+      outs:
+        - scores/${item}.json:
+            cache: false
+        - artifacts/${item}.bin
+      plots:
+        - curves/${item}.csv
+artifacts:"""))
+    assert champion_files(tmp_path) == ("dvc.lock", "params.yaml", "reports", "scores")

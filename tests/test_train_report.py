@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from conftest import NEUTRAL, Project, guide_example, make_project, select_dataset

@@ -31,8 +31,29 @@ from reweigh.params import ModelParams, ParamsError, apply_overrides, load_raw_p
 
 LOCK_FILE = Path(".dvc") / "tmp" / "reweigh-retrain.lock"
 RESTORE_POINT = Path(".dvc") / "tmp" / "reweigh-champion"
-RESULTS = ("reports", "dvclive")  # the pipeline's git-tracked outputs (cache: false): reports, the train stages' DVCLive logs
-CHAMPION_FILES = ("dvc.lock", "params.yaml", *RESULTS)  # what `dvc exp apply` rewrites besides cached outputs
+
+
+def results(workdir: Path) -> tuple[str, ...]:
+    """Where the pipeline's git-tracked outputs lie: the top folder (or file) of every out, metric and plot that
+    dvc.yaml marks `cache: false` (here reports/ and dvclive/, the train stages' DVCLive logs)."""
+    import yaml
+
+    spec = yaml.safe_load((workdir / "dvc.yaml").read_text()) or {}
+    found = set()
+    for stage in (spec.get("stages") or {}).values():
+        body = stage.get("do", stage)  # a foreach/matrix stage declares its outputs under `do`
+        for kind in ("outs", "metrics", "plots"):
+            for entry in body.get(kind) or []:
+                for path, options in (entry.items() if isinstance(entry, dict) else ()):
+                    if (options or {}).get("cache", True) is False:
+                        found.add(Path(path).parts[0])
+    return tuple(sorted(found))
+
+
+def champion_files(workdir: Path) -> tuple[str, ...]:
+    """What `dvc exp apply` rewrites besides cached outputs: dvc.lock, params.yaml and the git-tracked outputs."""
+    return ("dvc.lock", "params.yaml", *results(workdir))
+
 
 class RetrainFailed(RuntimeError):
     """A retrain step failed; the message names the step (and the DVC stage) and ends with DVC's output."""
@@ -228,7 +249,7 @@ def save_restore_point(workdir: Path) -> Path:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name in CHAMPION_FILES:
+    for name in champion_files(workdir):
         source = workdir / name
         if source.is_dir():
             shutil.copytree(source, partial / name)
@@ -251,7 +272,7 @@ def recover_champion(workdir: Path) -> bool:
         shutil.rmtree(target.with_name(target.name + ".partial"), ignore_errors=True)
         return False
     _logger().warning("a previous promotion was interrupted: restoring the champion from %s", target)
-    for name in CHAMPION_FILES:
+    for name in champion_files(workdir):
         saved, live = target / name, workdir / name
         if saved.is_dir():
             shutil.rmtree(live, ignore_errors=True)

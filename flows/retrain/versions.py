@@ -24,11 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.retrain.commands import CHAMPION_FILES, RESULTS, RetrainFailed, dvc, git, git_identity_env
+from flows.retrain.commands import RetrainFailed, champion_files, dvc, git, git_identity_env, results
 
 ARTIFACT = "text-classifier"  # as dvc.yaml's artifacts section names it
 STAGE = "champion"
-FILES = CHAMPION_FILES  # what a version's commit holds besides code: dvc.lock, params.yaml, reports/, dvclive/
 
 
 def _gto(args: list[str], workdir: Path) -> subprocess.CompletedProcess:
@@ -65,8 +64,9 @@ def champion_version(workdir: Path) -> str | None:
 
 
 def commit(workdir: Path, message: str) -> str:
-    """Commit FILES as the workspace has them (only those paths); HEAD's hash, new or not."""
-    present = [f for f in FILES if (workdir / f).exists()]
+    """Commit the champion's files (commands.champion_files) as the workspace has them (only those paths); HEAD's
+    hash, new or not."""
+    present = [f for f in champion_files(workdir) if (workdir / f).exists()]
     git(["add", "-A", "--", *present], workdir)
     staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *present], cwd=workdir).returncode != 0
     if staged:
@@ -78,9 +78,9 @@ def commit(workdir: Path, message: str) -> str:
 
 
 def content(workdir: Path, rev: str) -> tuple[str, ...]:
-    """The git object ids of FILES at `rev`: two commits with the same ones hold the same version."""
+    """The git object ids of the champion's files at `rev`: two commits with the same ones hold the same version."""
     return tuple(subprocess.run(["git", "rev-parse", "-q", "--verify", f"{rev}:{f}"], cwd=workdir, capture_output=True,
-                                text=True).stdout.strip() for f in FILES)
+                                text=True).stdout.strip() for f in champion_files(workdir))
 
 
 def register(workdir: Path, rev: str, message: str) -> str:
@@ -124,10 +124,10 @@ def rollback(workdir: Path, version: str | None = None, remote: str | None = Non
         raise RetrainFailed("rollback", f"{ARTIFACT} has no version {version}; versions: {', '.join(v['version'] for v in known)}")
     # the version's files, exactly: reports/ (or dvclive/) it did not have must not linger (DVC-cached ones come
     # back below); a version from before DVCLive has no dvclive/
-    for folder in RESULTS:
+    for folder in results(workdir):
         git(["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", folder], workdir)
         shutil.rmtree(workdir / folder, ignore_errors=True)
-    held = [f for f, oid in zip(FILES, content(workdir, target["commit"])) if oid]
+    held = [f for f, oid in zip(champion_files(workdir), content(workdir, target["commit"])) if oid]
     git(["checkout", target["commit"], "--", *held], workdir)
     try:
         dvc(["checkout", "--force"], workdir, "rollback")

@@ -13,7 +13,7 @@ from typing import Any
 from flows.scaling import report
 from flows.scaling.grid import (Point, ScalingError, copy_paths, enqueue, experiments, finished, forget, grid, queue_status,
                                 start, wait)
-from reweigh.params import ENSEMBLE, load_params, role
+from reweigh.params import load_params, role
 
 
 RESTARTS = 2  # times a worker that stopped with points still queued is started again
