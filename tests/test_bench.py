@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_imdb_archive
+from retrain_harness import OUTPUT
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,10 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     # Nothing it started outlives it (its Prefect overhead probe once left a temporary API server running).
     assert _processes_with(f"REWEIGH_BENCH_TEST={run_id}") == []
     b = json.loads((out / "bench.json").read_text())
+    # where the quick bench spends its minutes (the suite's longest test), kept for whoever trims it
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "bench-sections.json").write_text(json.dumps({k: v.get("section_seconds") for k, v in b.items()
+                                                             if isinstance(v, dict) and "section_seconds" in v}, indent=2))
 
     meta = b["meta"]
     assert meta["mode"] == "quick" and meta["documents"] == 280
