@@ -11,6 +11,9 @@ in a fresh child process:
   row, the hygiene facts and the carve → write; polars read → clean_frame → write; tokenizers fit on the whole
   column → encode every text → write), as the stages did before they streamed: the baseline, measured in the
   same run, at sizes up to --scale-in-memory-max.
+With --scale-pretrain the pretrain stage (flows/pretrain.py, params.yaml's settings: PPMI-SVD and, with
+pretrain.encoder_epochs, the language model's epoch) runs after tokenize at every size, on the train and unlabelled
+documents, streaming only (its corpus is spilled to disk as it is encoded: nothing to hold whole to compare with).
 At the smallest size the outputs are compared: the tables the dask runs wrote last (after the local runs wrote
 the same files) against the in-memory ones, and the tokenizers. Flat memory shows as a peak RSS that stays put
 while N grows, and docs/s that holds.
@@ -83,16 +86,20 @@ def _stage(project: str, stage: str, engine: str = "local") -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from flows.clean import clean_flow
     from flows.ingest import ingest_flow
+    from flows.pretrain import pretrain_flow
     from flows.tokenize import tokenize_flow
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["engine"] = {**params.get("engine", {}), "kind": engine, "workers": 2, "address": ""}
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # ingest as a flow run (its task and logger need one; the bench's Prefect server takes it), the others as functions
-    flow = {"ingest": ingest_flow, "clean": clean_flow.fn, "tokenize": tokenize_flow.fn}[stage]
+    flow = {"ingest": ingest_flow, "clean": clean_flow.fn, "tokenize": tokenize_flow.fn, "pretrain": pretrain_flow.fn}[stage]
     with timer() as t:
         flow()
     out: dict[str, Any] = {"seconds": round(t["s"], 2)}
+    if stage == "pretrain":  # what it read and what it trained
+        stats = json.loads(Path("reports/pretrain.json").read_text())
+        out |= {"documents": sum(stats["documents"].values()), "tokens": stats["tokens"], "method": stats["method"]}
     if engine == "dask":  # the LocalCluster's worker processes, waited for when the stage stopped its cluster
         out["workers_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     return out
@@ -182,18 +189,23 @@ def _same_outputs(project: str) -> dict[str, bool]:
             "tokenizer": Path("artifacts/tokenizer.json").read_text() == Path("artifacts/tokenizer-in-memory.json").read_text()}
 
 
-def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | None = None, train_documents: int = 0) -> dict[str, Any]:
+def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | None = None, train_documents: int = 0,
+        pretrain: bool = False) -> dict[str, Any]:
     """`prefect_api`: the bench's Prefect server, which the dask runs' task runs report to (as under `reweigh
-    repro`); without one each would start a temporary server of its own, seconds the stage does not spend."""
+    repro`); without one each would start a temporary server of its own, seconds the stage does not spend.
+    `pretrain`: the pretrain stage too, after tokenize (its docs/s counts the documents it read)."""
     raw = work / "raw.parquet"
-    out: dict[str, Any] = {"stages": list(STAGES), "in_memory_max": in_memory_max, "sizes": {}}
+    stages = (*STAGES, "pretrain") if pretrain else STAGES
+    out: dict[str, Any] = {"stages": list(stages), "in_memory_max": in_memory_max, "sizes": {}}
     for n in sorted(sizes):
         project = work / "scale" / str(n)
         row: dict[str, Any] = {"corpus": in_child(make_corpus, raw, project, n)}
         (project / "artifacts").mkdir(exist_ok=True)
-        for stage in STAGES:
+        for stage in stages:
             s = in_child(_stage, str(project), stage, env={"PREFECT_API_URL": prefect_api} if prefect_api else None)
-            row[stage] = {**s, "docs_per_s": rate(n, s["seconds"])}
+            row[stage] = {**s, "docs_per_s": rate(s.get("documents", n), s["seconds"])}
+            if stage not in STAGES:
+                continue  # pretrain: streaming only
             if n <= in_memory_max and stage in ENGINES:
                 d = in_child(_stage, str(project), stage, "dask", env={"PREFECT_API_URL": prefect_api} if prefect_api else None)
                 row[stage]["dask"] = {**d, "docs_per_s": rate(n, d["seconds"]), "vs_local_docs_per_s": ratio(s["seconds"], d["seconds"])}
