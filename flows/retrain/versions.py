@@ -122,11 +122,15 @@ def rollback(workdir: Path, version: str | None = None, remote: str | None = Non
     target = next((v for v in known if v["version"] == version), None)
     if target is None:
         raise RetrainFailed("rollback", f"{ARTIFACT} has no version {version}; versions: {', '.join(v['version'] for v in known)}")
-    # the version's files, exactly: reports/ (or dvclive/) it did not have must not linger (DVC-cached ones come
-    # back below); a version from before DVCLive has no dvclive/
-    for folder in results(workdir):
-        git(["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", folder], workdir)
-        shutil.rmtree(workdir / folder, ignore_errors=True)
+    # the version's files, exactly: reports/ (or dvclive/, or any git-tracked output) it did not have must not
+    # linger (DVC-cached ones come back below); a version from before DVCLive has no dvclive/
+    for name in results(workdir):
+        git(["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", name], workdir)
+        path = workdir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     held = [f for f, oid in zip(champion_files(workdir), content(workdir, target["commit"])) if oid]
     git(["checkout", target["commit"], "--", *held], workdir)
     try:
