@@ -86,14 +86,18 @@ def _stage(project: str, stage: str, engine: str = "local") -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from flows.clean import clean_flow
     from flows.ingest import ingest_flow
-    from flows.pretrain import pretrain_flow
     from flows.tokenize import tokenize_flow
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["engine"] = {**params.get("engine", {}), "kind": engine, "workers": 2, "address": ""}
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # ingest as a flow run (its task and logger need one; the bench's Prefect server takes it), the others as functions
-    flow = {"ingest": ingest_flow, "clean": clean_flow.fn, "tokenize": tokenize_flow.fn, "pretrain": pretrain_flow.fn}[stage]
+    runs = {"ingest": ingest_flow, "clean": clean_flow.fn, "tokenize": tokenize_flow.fn}
+    if stage == "pretrain":  # torch and its kin: imported only where they are used
+        from flows.pretrain import pretrain_flow
+
+        runs["pretrain"] = pretrain_flow.fn
+    flow = runs[stage]
     with timer() as t:
         flow()
     out: dict[str, Any] = {"seconds": round(t["s"], 2)}

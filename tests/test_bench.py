@@ -47,7 +47,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--archive", str(archive), "--out", str(out),
                         "--sections", ",".join((*DEFAULT_SECTIONS, "scale")), "--scale-sizes", "400", "--scale-train", "300"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-6000:]
     # Nothing it started outlives it (its Prefect overhead probe once left a temporary API server running).
     assert _processes_with(f"REWEIGH_BENCH_TEST={run_id}") == []
