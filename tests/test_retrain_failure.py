@@ -119,10 +119,10 @@ def test_a_promotion_cut_off_midway_is_undone_by_the_next_run(tmp_path) -> None:
 
     run("git", "init", "-q")
     run(sys.executable, "-m", "dvc", "init", "-q")
-    (tmp_path / "dvc.yaml").write_text("stages:\n  make:\n    cmd: echo champion > out.txt\n    outs: [out.txt]\n")
+    (tmp_path / "dvc.yaml").write_text(  # the real layout: a cached output, and git-tracked metrics under reports/
+        "stages:\n  make:\n    cmd: mkdir -p reports && echo champion > out.txt && echo 0.9 > reports/metrics.json\n"
+        "    outs: [out.txt]\n    metrics:\n    - reports/metrics.json:\n        cache: false\n")
     (tmp_path / "params.yaml").write_text("seed: 1\n")
-    (tmp_path / "reports").mkdir()
-    (tmp_path / "reports" / "metrics.json").write_text('{"accuracy": 0.9}\n')
     run(sys.executable, "-m", "dvc", "repro", "-q")
     champion = {p: (tmp_path / p).read_bytes() for p in ("dvc.lock", "params.yaml", "reports/metrics.json", "out.txt")}
     assert not recover_champion(tmp_path)  # no restore point: nothing to undo
@@ -130,7 +130,7 @@ def test_a_promotion_cut_off_midway_is_undone_by_the_next_run(tmp_path) -> None:
     save_restore_point(tmp_path)
     # killed halfway through `dvc exp apply`: some files are the challenger's, one is new, the output is another
     (tmp_path / "params.yaml").write_text("seed: 2\n")
-    (tmp_path / "reports" / "metrics.json").write_text('{"accuracy": 0.5}\n')
+    (tmp_path / "reports" / "metrics.json").write_text("0.5\n")
     (tmp_path / "reports" / "challenger_only.png").write_bytes(b"x")
     (tmp_path / "out.txt").write_text("challenger\n")
     assert recover_champion(tmp_path)

@@ -272,10 +272,14 @@ def recover_champion(workdir: Path) -> bool:
         shutil.rmtree(target.with_name(target.name + ".partial"), ignore_errors=True)
         return False
     _logger().warning("a previous promotion was interrupted: restoring the champion from %s", target)
-    for name in champion_files(workdir):
+    # what the restore point holds, and anything dvc.yaml names that the champion did not have (the challenger's)
+    for name in sorted({*champion_files(workdir), *(entry.name for entry in target.iterdir())}):
         saved, live = target / name, workdir / name
+        if live.is_dir() and not live.is_symlink():
+            shutil.rmtree(live)
+        elif live.exists() or live.is_symlink():
+            live.unlink()
         if saved.is_dir():
-            shutil.rmtree(live, ignore_errors=True)
             shutil.copytree(saved, live)
         elif saved.is_file():
             shutil.copy2(saved, live)
