@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import architecture, build_model, count_parameters
+from models.registry import architecture, build_model, count_parameters
 from models.batching import TokenSet
 from models.pretrained import start_from
 from models.train_loop import LoopConfig, predict_proba, setup_torch, train

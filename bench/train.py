@@ -39,7 +39,7 @@ def _measure(tokens: str, name: str, hyper: dict, mode: str, batch_size: int, ma
     from torch import nn
     from torch.nn import functional as F
 
-    from models import build_model
+    from models.registry import build_model
     from models.batching import TokenSet, bucket_batches
     from models.train_loop import seed_everything, setup_torch
 
@@ -112,7 +112,7 @@ def run(work: Path, p, quick: bool) -> dict[str, Any]:
     warmup, measure = (1, 3) if quick else (2, 20)
     out: dict[str, Any] = {"batch_size": p.train.batch_size, "max_length": p.tokenize.max_length,
                            "threads": p.train.threads, "models": {}}
-    from models import architecture
+    from models.registry import architecture
 
     for name in p.train.models:  # the models the pipeline trains (params.yaml train.models)
         hyper = {**architecture(name, getattr(p.model, name).model_dump()), **(QUICK_MODELS.get(name, {}) if quick else {})}

@@ -19,7 +19,7 @@ import polars as pl
 from prefect import flow
 
 from flows.common import ARTIFACTS, DATA, params, read_dataset_info, run_stage
-from flows.train import history_path, limit_labels, prediction_frame, predictions_path, predictions_table
+from flows.outputs import history_path, limit_labels, prediction_frame, predictions_path, predictions_table
 from models.baselines import BASELINES, describe, make_baseline
 from reweigh.io import atomic_path, file_sha256, write_json, write_parquet
 

@@ -25,7 +25,7 @@ from prefect import flow
 from scipy.optimize import minimize
 
 from flows.common import ARTIFACTS, REPORTS, params, read_dataset_info, run_stage
-from flows.train import prediction_frame, predictions_path, predictions_table
+from flows.outputs import prediction_frame, predictions_path, predictions_table
 from reweigh.io import file_sha256, write_json, write_parquet
 from reweigh.params import ENSEMBLE
 

@@ -33,7 +33,7 @@ from tokenizers import Tokenizer
 from flows.clean import clean_texts
 from flows.common import ARTIFACTS
 from flows.tokenize import encode
-from models import MODELS, build_model
+from models.registry import MODELS, build_model
 from models.batching import TokenSet, sorted_batches
 from models.gru import padding_mask
 from models.train_loop import predict_proba as score_ids

@@ -25,6 +25,12 @@ from torch.nn import functional as F
 from models.batching import TokenSet, bucket_batches, sorted_batches
 from reweigh.io import atomic_path
 
+# Flush denormals before torch starts its CPU worker threads: a thread takes this setting from the thread that
+# starts it, and torch.set_flush_denormal sets the calling thread alone, so a worker started earlier computes
+# with denormals (slower on a GRU's saturated gates, and other numbers). Every stage that computes with torch
+# (train, pretrain, predict) imports this module before it builds a model; setup_torch checks.
+torch.set_flush_denormal(True)
+
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -80,8 +86,8 @@ def setup_torch(device: str = "auto", threads: int = 0) -> torch.device:
     cores = os.cpu_count() or 1
     torch.set_num_threads(min(threads, cores) if threads else cores)  # more threads than cores only stall
     if torch.get_num_threads() > 1 and not all_threads_flush_denormals():
-        warnings.warn("some of torch's CPU threads do not flush denormals: they started before `models` was "
-                      "imported (models/__init__.py sets it for the threads started after). Training runs slower "
+        warnings.warn("some of torch's CPU threads do not flush denormals: they started before `models.train_loop` was "
+                      "imported (which sets it for the threads started after). Training runs slower "
                       "and gives other numbers than it would otherwise: import models before any torch "
                       "computation, or set train.threads: 1", RuntimeWarning, stacklevel=2)
     if device == "cuda" and not torch.cuda.is_available():

@@ -88,7 +88,7 @@ class PretrainParams(_Strict):
 class TrainParams(_Strict):
     models: list[str] = Field(default_factory=lambda: list(MODEL_NAMES), min_length=1, description=(
         "the neural models this run trains (one train@<name> stage each) and the report compares with the baseline; "
-        "each needs a model.<name> section (models/__init__.py MODELS)"))
+        "each needs a model.<name> section (models/registry.py MODELS)"))
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(5, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -110,7 +110,7 @@ class TrainParams(_Strict):
     @field_validator("models")
     @classmethod
     def _known_models(cls, names: list[str]) -> list[str]:
-        known = list(ModelParams.model_fields)  # one model.<name> section per model of the registry (models.MODELS)
+        known = list(ModelParams.model_fields)  # one model.<name> section per model of the registry (models.registry.MODELS)
         unknown = [n for n in names if n not in known]
         if unknown:
             hint = ("; baselines have their own list, baseline.models" if set(unknown) & {"baseline", *BASELINE_NAMES}

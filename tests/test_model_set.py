@@ -33,7 +33,7 @@ def _load(tmp_path, update: dict) -> Params:
 
 
 def test_default_set_is_the_two_grus_and_every_registered_model_has_a_section():
-    from models import MODELS
+    from models.registry import MODELS
 
     assert Params().train.models == list(MODEL_NAMES) == ["gru", "gru_attention"]
     assert set(MODELS) == set(ModelParams.model_fields)
@@ -72,7 +72,7 @@ def test_train_stages_read_every_train_key_but_the_model_set():
 
 def test_shape_tables_show_convolutions_pooling_and_transformer_blocks():
     from flows.report.models import legend, trace_shapes
-    from models import build_model
+    from models.registry import build_model
 
     ids = torch.randint(2, 50, (3, 7))
     lengths = torch.tensor([7, 4, 1])
@@ -99,7 +99,7 @@ def test_shape_tables_show_convolutions_pooling_and_transformer_blocks():
 
 def test_transformer_weights_are_a_distribution_over_real_tokens():
     from flows.predict import forward_with_weights
-    from models import build_model
+    from models.registry import build_model
 
     ids, lengths = torch.randint(2, 50, (2, 6)), torch.tensor([6, 3])
     for pooling in ("mean", "attention"):

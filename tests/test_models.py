@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from models import build_model, count_parameters
+from models.registry import build_model, count_parameters
 from models.batching import TokenSet, bucket_batches, read_token_sets, sorted_batches
 from models.gru import reverse_within_length
 from models.train_loop import LoopConfig, predict_proba, train
@@ -120,7 +120,8 @@ def test_batches_pad_to_the_longest_in_the_batch_only():
 def test_token_sets_read_from_the_file_a_batch_at_a_time_equal_the_whole_table_read(tmp_path):
     import polars as pl
 
-    from flows.train import limit_labels, token_sets
+    from flows.outputs import limit_labels
+    from flows.train import token_sets
 
     rng = np.random.default_rng(0)
     n = 3000

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 import models.cnn
 from flows.train import build_initialised
-from models import architecture, build_model
+from models.registry import architecture, build_model
 from models.batching import TokenSet
 from models.embeddings import ppmi_svd_embeddings
 from models.train_loop import LoopConfig, train

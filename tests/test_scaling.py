@@ -17,7 +17,7 @@ from conftest import make_project
 from flows.scaling.fit import crossover, fit_power_law, measured_crossover
 from flows.scaling.grid import experiments, finished, label_sizes, smallest_size, width_overrides
 from flows.scaling.report import analyse
-from flows.train import limit_labels
+from flows.outputs import limit_labels
 from reweigh.params import Params, ParamsError
 
 

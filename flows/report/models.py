@@ -1,5 +1,5 @@
 """The report's per-architecture sections: each model's tensor shapes, layer by layer, and where the attention
-models looked on a few test reviews. Covers every model params.yaml's `train.models` can name (models.MODELS).
+models looked on a few test reviews. Covers every model params.yaml's `train.models` can name (models.registry.MODELS).
 
 Shapes: B reviews, T tokens (the batch's longest), E embedding width, H a GRU's output width, F filters per
 kernel width K of the CNN (nK widths), D the Transformer's width, nh heads of width hd, C classes.

@@ -181,7 +181,7 @@ def metric_changes(workdir: Path, challenger: Side) -> list[tuple[str, str, Any,
 def predictions(artifacts: Path, texts: list[str], chunk: int = 256) -> dict[str, list[str]]:
     """{model: predicted label per text} for every model in `artifacts`, predicted in chunks."""
     from flows.predict import ensemble_spec, mix, predict_proba
-    from models import MODELS
+    from models.registry import MODELS
 
     neural = tuple(m for m in MODELS if (artifacts / f"{m}.pt").is_file())  # what materialise copied: the side's set
     baselines = tuple(b for b in BASELINE_NAMES if (artifacts / f"{b}.pkl").is_file())
