@@ -42,7 +42,7 @@ from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from flows.report import classes as report_classes, ensemble as report_ensemble  # noqa: E402
 from flows.report import models as report_models, stats as report_stats, thresholds as report_thresholds  # noqa: E402
-from flows.common import REPORTS, params, read_dataset_info, run_stage  # noqa: E402
+from flows.common import REPORTS, params, read_dataset_info  # noqa: E402
 from flows.report.embeddings import embedding_space, section_markdown  # noqa: E402
 from flows.report.models import COLORS, TITLES  # noqa: E402
 from flows.report.scores import load_predictions, operating_point, pr_points, score_models  # noqa: E402
