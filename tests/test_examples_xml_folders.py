@@ -47,6 +47,8 @@ def test_xml_folder_corpus_from_the_guide_runs_through_dvc_repro(tmp_path):
     (project.path / "adapters" / "xml_folders.py").write_text(guide_example("adapters/xml_folders.py"))
     write_corpus(project.path / "data" / "raw" / "xml_folders")
     select_dataset(project, guide_example("params.yaml (xml_folders)"))
+    # every stage, with one model of each kind: the adapter is what is new here (the model set: test_model_set)
+    project.set_params({"train": {"models": ["gru"]}, "baseline": {"models": ["nbsvm"]}})
 
     checked = project.run(sys.executable, "-m", "reweigh.cli", "validate")
     assert "dataset 'xml_folders' passed" in checked.stdout, checked.stdout
@@ -68,7 +70,7 @@ def test_xml_folder_corpus_from_the_guide_runs_through_dvc_repro(tmp_path):
 
     assert (project.path / "data" / "tokens.parquet").is_file()
     stages = yaml.safe_load((project.path / "dvc.yaml").read_text())["stages"]
-    if "report" in stages:  # the whole pipeline: both models and the baseline, reported
+    if "report" in stages:  # the whole pipeline: the model, the baseline and their ensemble, reported
         metrics = project.path / "reports" / "metrics.json"
         assert metrics.is_file() and json.loads(metrics.read_text())
         text = metrics.read_text() + (project.path / "reports" / "report.md").read_text()
