@@ -260,6 +260,14 @@ def save_restore_point(workdir: Path) -> Path:
     return target
 
 
+def remove(path: Path) -> None:
+    """Delete a workspace path, folder or file (a link itself, not what it points to); nothing if it is absent."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def drop_restore_point(workdir: Path) -> None:
     shutil.rmtree(workdir / RESTORE_POINT, ignore_errors=True)
 
@@ -275,10 +283,7 @@ def recover_champion(workdir: Path) -> bool:
     # what the restore point holds, and anything dvc.yaml names that the champion did not have (the challenger's)
     for name in sorted({*champion_files(workdir), *(entry.name for entry in target.iterdir())}):
         saved, live = target / name, workdir / name
-        if live.is_dir() and not live.is_symlink():
-            shutil.rmtree(live)
-        elif live.exists() or live.is_symlink():
-            live.unlink()
+        remove(live)
         if saved.is_dir():
             shutil.copytree(saved, live)
         elif saved.is_file():

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from flows.retrain.commands import RetrainFailed, champion_files, dvc, git, git_identity_env, results
+from flows.retrain.commands import RetrainFailed, champion_files, dvc, git, git_identity_env, remove, results
 
 ARTIFACT = "text-classifier"  # as dvc.yaml's artifacts section names it
 STAGE = "champion"
@@ -126,11 +125,7 @@ def rollback(workdir: Path, version: str | None = None, remote: str | None = Non
     # linger (DVC-cached ones come back below); a version from before DVCLive has no dvclive/
     for name in results(workdir):
         git(["rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", name], workdir)
-        path = workdir / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove(workdir / name)
     held = [f for f, oid in zip(champion_files(workdir), content(workdir, target["commit"])) if oid]
     git(["checkout", target["commit"], "--", *held], workdir)
     try:
