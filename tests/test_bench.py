@@ -16,7 +16,7 @@ import pytest
 from conftest import make_imdb_archive
 from retrain_harness import OUTPUT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the bench command's own limit below (15 min here)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -105,10 +105,12 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     if (ROOT / "dvc.yaml").read_text().count("metrics.json"):  # once the report stage exists
         assert acc["models"], acc["source"]
 
-    pt = b["pretrain"]
+    pt = b["pretrain"]  # --quick: the stage runs train one neural model and one baseline
+    from bench.__main__ import QUICK_STAGE_MODELS
+
     assert [(r["dataset"], r["model"], r["init"]) for r in pt["models"]] == [
         (d, m, i) for d, i in (("all", "pretrained"), ("all", "random"), ("limited", "random"), ("limited", "pretrained"))
-        for m in ("gru", "gru_attention")]
+        for m in QUICK_STAGE_MODELS]
     assert set(pt["baseline"]) == set(pt["pretrain"]) == {"all", "limited"}
     for r_ in pt["models"] + list(pt["baseline"].values()):
         assert 0 <= r_["accuracy"] <= 1 and 0 <= r_["macro_f1"] <= 1 and _num(r_["train_seconds"]), r_
@@ -121,13 +123,14 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     assert pt["datasets"]["limited"] == {"train": 90, "val": 10, "test": 120, "unsup": 40}
     for s in pt["pretrain"].values():
         assert _num(s["seconds"]) and _num(s["peak_rss_mib"]) and s["tokens"] > 0 and s["documents"]["unsup"] == 40
-    assert set(pt["gain_pts"]["limited"]) == {"gru", "gru_attention"}
+    assert set(pt["gain_pts"]["limited"]) == set(QUICK_STAGE_MODELS)
     # DVC reruns only what changed: init alone retrains the models (and the report), not the data or the embedding.
     ran = [set(r_["stages_run"]) - {"sources"} for r_ in pt["runs"]]  # `sources`: the check every repro runs
     # --quick: the first run starts from a copy of the pipeline section's project, reproduced with the same
     # params, so it has nothing to do; the switch to few labels reruns everything from ingest.
     assert pt["runs"][0]["reused"] and ran[0] == set() and {"ingest", "pretrain", "baseline@tfidf_lr"} <= ran[2]
-    assert ran[1] - {"ensemble", "report"} == ran[3] - {"ensemble", "report"} == {"train@gru", "train@gru_attention"}
+    assert ran[1] - {"ensemble", "report"} == ran[3] - {"ensemble", "report"} == {f"train@{m}" for m in QUICK_STAGE_MODELS}
+    assert {"train@gru_attention", "baseline@nbsvm"}.isdisjoint(set().union(*ran, p["stages"]))
 
     from bench.ablations import ABLATIONS
 
