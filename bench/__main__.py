@@ -20,6 +20,7 @@ SECTIONS = ("clean", "tokenize", "train", "pipeline", "accuracy", "pretrain", "a
 # on request: datasets (two more dvc repro runs, on IMDB 10.5 minutes here), serving (a service per model; full
 # mode reads the workspace's finished run) and scale (the data stages on up to millions of documents)
 DEFAULT_SECTIONS = SECTIONS[:-3]
+QUICK_STAGE_MODELS = ("gru",)  # --quick: the neural models the pipeline, pretrain and accuracy sections train
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -92,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                              "archive": archive, "documents": sum(splits.values()), "splits": splits,
                              "sections": wanted}}
 
-    if args.quick:  # the pretrained embedding and encoder must fit the quick models
-        repro = {"dataset": {"limit": args.limit, "options": {"verify_counts": False}}, "train": {"epochs": 1},
+    if args.quick:  # the pretrained embedding and encoder must fit the quick models; one neural model and
+        # one baseline in the stage runs (the train section still measures both GRUs): a stage process costs
+        # 10-20 s of imports and start-up on a small project, and the pretrain section repeats them four times
+        repro = {"dataset": {"limit": args.limit, "options": {"verify_counts": False}},
+                 "train": {"epochs": 1, "models": list(QUICK_STAGE_MODELS)}, "baseline": {"models": ["tfidf_lr"]},
                  "pretrain": {"dim": train.QUICK_MODELS["gru"]["embedding_dim"],
                               "hidden_size": train.QUICK_MODELS["gru"]["hidden_size"]},
                  "model": json.loads(json.dumps(train.QUICK_MODELS))}

@@ -1,4 +1,5 @@
-"""pretrain: does the pretrain stage's embedding help? Random vs pretrained init of both neural models, with
+"""pretrain: does the pretrain stage's embedding help? Random vs pretrained init of the neural models (both GRUs;
+--quick: the GRU), with
 every labelled training review and with few (dataset.train_limit), beside the TF-IDF baseline of each run.
 
 One throwaway copy of the project (bench/pipeline.make_project; --quick: a copy of the pipeline section's
@@ -47,12 +48,13 @@ def _results(project: Path, dataset: str, init: str) -> tuple[list[dict[str, Any
     """This run's row per neural model, and the TF-IDF baseline's row (baseline@tfidf_lr)."""
     metrics = models_in(_read(project, "reports/metrics.json"))
     rows = []
-    for model in (*NEURAL, "tfidf_lr"):
+    neural = _neural(project)
+    for model in (*neural, "tfidf_lr"):
         m, t = metrics[model], _read(project, f"reports/train/{model}.json")
-        neural = model in NEURAL  # the baseline has no epochs
-        rows.append({"dataset": dataset, "model": model, "init": init if neural else None,
-                     "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "best_epoch": t["best_epoch"] if neural else None,
-                     "epochs": t["epochs"] if neural else None, "stop_reason": t["stop_reason"] if neural else None,
+        is_neural = model in neural  # the baseline has no epochs
+        rows.append({"dataset": dataset, "model": model, "init": init if is_neural else None,
+                     "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "best_epoch": t["best_epoch"] if is_neural else None,
+                     "epochs": t["epochs"] if is_neural else None, "stop_reason": t["stop_reason"] if is_neural else None,
                      "train_seconds": t["train_seconds"]})
     return rows[:-1], rows[-1]
 
@@ -60,8 +62,15 @@ def _results(project: Path, dataset: str, init: str) -> tuple[list[dict[str, Any
 def _gains(models: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Test accuracy of pretrained minus random init, percentage points, per dataset and model."""
     acc = {(r["dataset"], r["model"], r["init"]): r["accuracy"] for r in models}
-    return {d: {m: round(100 * (acc[d, m, "pretrained"] - acc[d, m, "random"]), 2) for m in NEURAL}
+    return {d: {m: round(100 * (acc[d, m, "pretrained"] - acc[d, m, "random"]), 2)
+                for m in dict.fromkeys(r["model"] for r in models if r["dataset"] == d)}
             for d in dict.fromkeys(r["dataset"] for r in models)}
+
+
+def _neural(project: Path) -> list[str]:
+    """The neural models the project's params train (train.models), in NEURAL's order."""
+    trained = yaml.safe_load((project / "params.yaml").read_text())["train"].get("models") or NEURAL
+    return [m for m in NEURAL if m in trained]
 
 
 def _copy_reproduced(source: Path, dest: Path) -> Path:
@@ -85,7 +94,7 @@ def run(work: Path, archive: str | None, params_update: dict, train_limit: int,
                            "baseline": {}, "datasets": {}, "pretrain": {}}
     for dataset, init in RUNS:
         _set_params(project, {"dataset": {"train_limit": train_limit if dataset == "limited" else 0},
-                              "model": {m: {"init": init} for m in NEURAL}})
+                              "model": {m: {"init": init} for m in _neural(project)}})
         with timer() as t:
             r = _dvc(project, env, "repro", timeout=REPRO_TIMEOUT_S)
         text = r.stdout + r.stderr

@@ -253,8 +253,10 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
     started = time.monotonic()
     # one neural model (the one the service serves) and one baseline: every retrain runs the whole pipeline
     # (and the judge its best neural model), so each stage less is one process start less per run
+    # its own server below, so not the test process's shared one (idle, it still costs a start and CPU)
     project = make_project(tmp, {"retrain": {"deployment": DEPLOYMENT, "cron": CRON},
-                                 "train": {"models": ["gru_attention"]}, "baseline": {"models": ["tfidf_lr"]}})
+                                 "train": {"models": ["gru_attention"]}, "baseline": {"models": ["tfidf_lr"]}},
+                           prefect_server=False)
     # docs/adapters.md's layout: the file under data/raw/, named relative to the project, and not in git
     # (ignored here, so that committing the workspace never adds it): the challenger's temp copy needs it.
     data = project.path / RAW_DATA
@@ -274,6 +276,8 @@ def _start_served(tmp: Path, served_box: list[Served]) -> Served:
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_LOGGING_LEVEL": "INFO",
+        # `reweigh serve` looks for runs to start every 2 s, not Prefect's default 10 (five runs started here)
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     })
     logs = tmp / "logs"
     logs.mkdir()
