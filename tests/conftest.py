@@ -247,8 +247,8 @@ def _stop_temporary_prefect_servers():
     stop_temporary_prefect_servers()
 
 
-# The served-retrain harness's setup (a server, a baseline repro and five retrains): 13 min in CI at its
-# slowest so far; its own waits are bounded (a run 600 s, a start 180 s), so this only has to exceed them.
+# The served-retrain harness's setup (a server, a baseline repro and five retrains): 13 min here, over 15 in
+# one CI run; its own waits are bounded (a run 600 s, a start 180 s), so this only has to exceed them.
 HARNESS_BUDGET_S = 2400
 
 
@@ -283,7 +283,7 @@ def pytest_collection_modifyitems(session, config, items):
     worker idle while it runs alone."""
     served = _served_files()
     # pytest-timeout counts a test's fixture setup: whichever harness test runs first pays for the whole
-    # harness (13-15 min in CI), on top of its own limit. The harness bounds each of its waits itself.
+    # harness (13 min here, over 15 in one CI run), on top of its own limit.
     default = float(config.getini("timeout") or 0)
     for item in items:
         if "served_retrain" in getattr(item, "fixturenames", ()):
