@@ -44,11 +44,10 @@ def _read(project: Path, name: str) -> dict[str, Any]:
     return json.loads((project / name).read_text())
 
 
-def _results(project: Path, dataset: str, init: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _results(project: Path, dataset: str, init: str, neural: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """This run's row per neural model, and the TF-IDF baseline's row (baseline@tfidf_lr)."""
     metrics = models_in(_read(project, "reports/metrics.json"))
     rows = []
-    neural = _neural(project)
     for model in (*neural, "tfidf_lr"):
         m, t = metrics[model], _read(project, f"reports/train/{model}.json")
         is_neural = model in neural  # the baseline has no epochs
@@ -92,9 +91,10 @@ def run(work: Path, archive: str | None, params_update: dict, train_limit: int,
     env = project_env(tmp, project, archive)
     out: dict[str, Any] = {"params_override": params_update, "train_limit": train_limit, "runs": [], "models": [],
                            "baseline": {}, "datasets": {}, "pretrain": {}}
+    neural = _neural(project)  # the same in every run: only the dataset and init change
     for dataset, init in RUNS:
         _set_params(project, {"dataset": {"train_limit": train_limit if dataset == "limited" else 0},
-                              "model": {m: {"init": init} for m in _neural(project)}})
+                              "model": {m: {"init": init} for m in neural}})
         with timer() as t:
             r = _dvc(project, env, "repro", timeout=REPRO_TIMEOUT_S)
         text = r.stdout + r.stderr
@@ -104,7 +104,7 @@ def run(work: Path, archive: str | None, params_update: dict, train_limit: int,
                             "stages_run": re.findall(r"Running stage '([^']+)'", text)})
         if reuse and len(out["runs"]) == 1:
             out["runs"][0]["reused"] = "the pipeline section's project"
-        models, baseline = _results(project, dataset, init)
+        models, baseline = _results(project, dataset, init, neural)
         out["models"] += models
         if dataset not in out["datasets"]:  # the baseline and the embedding depend on the dataset only
             out["baseline"][dataset] = baseline
