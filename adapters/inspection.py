@@ -18,11 +18,12 @@ from adapters.base import AdapterError, check_frame, fix_for, title_of
 from adapters.expectations import ExpectationResult, ValidationReport, build_expectations
 from adapters.hygiene import Hygiene, check, merge_label_spellings
 from adapters.sampled import TEXT_FACTS
-from adapters.source import Source, facts, validate_source
 from adapters.registry import AdapterInfo, available, get_adapter, load_factory
+from adapters.source import Source, facts, validate_source
 from reweigh.params import DatasetParams
 
 VALIDATE_ROWS = DatasetParams.model_fields["validate_rows"].default  # GX on every row up to this many (dataset.validate_rows)
+
 
 @dataclass(frozen=True)
 class AdapterRow:

@@ -4,8 +4,8 @@
 
 Reads data/clean.parquet (only split train and, when the adapter loaded it, unsup: never val or test
 text), artifacts/tokenizer.json and `pretrain.*`. Encodes those documents whole with the run's tokenizer, a
-batch at a time into a temporary file beside the artifacts (the corpus is read back memory-mapped: the
-stage never holds it), and learns one vector per vocabulary entry (models/embeddings.py: positive PMI + truncated SVD). Writes
+batch at a time into a temporary file beside the artifacts (the corpus is read back a chunk at a time:
+the stage never holds it), and learns one vector per vocabulary entry (models/embeddings.py: positive PMI + truncated SVD). Writes
 artifacts/pretrained.pt (the vectors, each token's corpus count, the params) and reports/pretrain.json.
 Both neural models start from these vectors when `model.<name>.init: pretrained` (the default).
 A dataset without unlabelled text still pretrains, on its training text alone.
@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 from flows.common import ARTIFACTS, DATA, REPORTS, params, run_stage
 from flows.tokenize import encode, head_tokens
-from models.batching import TokenSink
+from models.batching import TokenFile, TokenSink
 from models.embeddings import ppmi_svd_embeddings
 from models.language_model import pretrain_encoder
 from models.train_loop import setup_torch
@@ -42,11 +42,11 @@ PRETRAIN_SPLITS = ("train", "unsup")  # never val or test
 
 
 def corpus_ids(tok: Tokenizer, texts: Iterable[list[str]] | list[str], kind: str, max_length: int, chunk: int = 2000,
-               spill: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+               spill: Path | None = None) -> tuple[np.ndarray | TokenFile, np.ndarray]:
     """All documents' token ids one after another (N,) and where each document starts (n_docs,). `texts`: a list of
     texts, or batches of them. Encoded a chunk at a time into numpy, so long reviews never sit in memory as Python
-    lists; with `spill`, the ids go to that file (uint32) as they come and return memory-mapped: the corpus is
-    never in memory at all."""
+    lists; with `spill`, the ids go to that file (uint32) as they come and return as a TokenFile, read by slices:
+    the corpus is never in memory at all."""
     batches = [texts] if isinstance(texts, list) else texts
     with TokenSink(spill) as sink:
         for batch in batches:
@@ -94,7 +94,7 @@ def pretrain_flow() -> str:
                                      epochs=cfg.encoder_epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=p.seed,
                                      device=setup_torch(p.train.device, p.train.threads), spill=Path(spill) / "cut.u32")
         n_tokens = len(ids)
-        del ids  # the mapped file, closed before its folder goes
+        ids.close()  # the file, closed before its folder goes
     with atomic_path(OUTPUT) as tmp:
         torch.save({"method": method, "params": cfg.model_dump(), "seed": p.seed,
                     "counts": torch.from_numpy(counts), **saved}, tmp)

@@ -7,6 +7,7 @@ outputs back in the original order.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,16 @@ from models.gru import PAD_ID
 UNK_ID = 1
 
 
+def starts_of(lengths: np.ndarray) -> np.ndarray:
+    """Where each of a run of documents starts (n,) int64, given their lengths (n,), laid one after another."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
 @dataclass
 class TokenSet:
     """Token ids of many documents, stored flat: document i is ids[offsets[i]:offsets[i] + lengths[i]]."""
 
-    ids: np.ndarray  # (N_tokens,) uint32 from a token table (half of int64's memory), any integer type given directly
+    ids: np.ndarray | TokenFile  # (N_tokens,) uint32 from a token table (half of int64's memory), any integer type given directly
     offsets: np.ndarray  # (N,) int64
     lengths: np.ndarray  # (N,) int64
     labels: np.ndarray  # (N,) int64
@@ -44,7 +50,7 @@ class TokenSet:
         # An empty document (everything cleaned away) becomes one <unk>: a GRU needs at least one step.
         series = pl.select(pl.when(series.list.len() == 0).then(pl.lit([UNK_ID], dtype=pl.List(pl.UInt32))).otherwise(series)).to_series()
         lengths = series.list.len().to_numpy().astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        offsets = starts_of(lengths)
         flat = series.explode().to_numpy().astype(np.uint32, copy=False)  # token ids < 2**32: 4 bytes each
         labels = np.zeros(len(lengths), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         return cls(flat, offsets, lengths, labels)
@@ -76,7 +82,7 @@ def read_token_sets(path: Path, chosen: dict[str, tuple[np.ndarray, np.ndarray]]
     sets = {}
     for name, (rows, labels) in chosen.items():
         lengths = own[rows]
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        offsets = starts_of(lengths)
         sets[name] = TokenSet(np.empty(int(lengths.sum()), dtype=np.uint32), offsets, lengths,
                               np.asarray(labels, dtype=np.int64))
     start = 0
@@ -84,22 +90,69 @@ def read_token_sets(path: Path, chosen: dict[str, tuple[np.ndarray, np.ndarray]]
         col = batch.column(0)
         n = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)  # (B,) 0 for an empty row
         flat = np.append(pc.list_flatten(col).to_numpy(zero_copy_only=False), np.uint32(UNK_ID))  # (T + 1,) the <unk> last
-        begin = np.where(n > 0, np.concatenate([[0], np.cumsum(n)[:-1]]), len(flat) - 1)  # (B,) an empty row reads the <unk>
+        begin = np.where(n > 0, starts_of(n), len(flat) - 1)  # (B,) an empty row reads the <unk>
         for name, (rows, _) in chosen.items():
             lo, hi = np.searchsorted(rows, [start, start + len(n)])
             if lo == hi:
                 continue
             local, lengths = rows[lo:hi] - start, sets[name].lengths[lo:hi]  # (b,) rows of this batch, their lengths
-            at = np.repeat(begin[local] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+            at = np.repeat(begin[local] - starts_of(lengths), lengths) + np.arange(lengths.sum())
             first = sets[name].offsets[lo]
             sets[name].ids[first:first + len(at)] = flat[at]
         start += len(n)
     return sets
 
 
+class TokenFile:
+    """A flat uint32 token file, read by position: `ids[lo:hi]` is one read (os.preadv) into a new array (hi - lo,).
+
+    Not a memory map on purpose. Every page a map has touched stays in the process's resident set until the map
+    closes, so a reader that went once through a 1.2 GB corpus ended with 1.2 GB more RSS (docs/benchmarks.md:
+    the pretrain stage grew 8 bytes a token, its two token files read whole). Here what was read is the caller's
+    until it drops it; the kernel's page cache still keeps the file near, outside the process."""
+
+    itemsize = 4
+    dtype = np.dtype(np.uint32)
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDONLY)
+        self.size = os.fstat(self.fd).st_size // self.itemsize
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError(f"a TokenFile reads slices ids[lo:hi], not {key!r}")
+        lo, hi, step = key.indices(self.size)
+        if step != 1:
+            raise TypeError("a TokenFile reads contiguous slices ids[lo:hi] only")
+        out = np.empty(max(hi - lo, 0), dtype=self.dtype)
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):  # a read may return less than asked (Linux stops at about 2 GB)
+            got = os.preadv(self.fd, [view[done:]], lo * self.itemsize + done)
+            if got == 0:
+                raise EOFError(f"{self.path} ended at byte {lo * self.itemsize + done}: it was changed while read")
+            done += got
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The whole file in memory (np.asarray(ids)): for small corpora and tests, never the stages' way."""
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class TokenSink:
     """Documents' token ids added a chunk at a time and stored flat: kept in memory, or with `spill` written to
-    that file (uint32) as they come and read back memory-mapped, so that they never need fit in memory.
+    that file (uint32) as they come and read back as a TokenFile, so that they never need fit in memory.
 
         with TokenSink(spill) as sink:
             for flat, lengths in chunks:   # (n_tokens,) ids of a few documents, (n_docs,) their lengths
@@ -127,14 +180,14 @@ class TokenSink:
         else:
             self.parts.append(flat)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """ids (N_tokens,): memory-mapped uint32 when spilled, else the chunks joined; offsets (n_docs,) where
+    def finish(self) -> tuple[np.ndarray | TokenFile, np.ndarray, np.ndarray]:
+        """ids (N_tokens,): a TokenFile (uint32) when spilled, else the chunks joined; offsets (n_docs,) where
         each document starts; lengths (n_docs,)."""
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        offsets = starts_of(lengths)
         if self.out is not None:
             self.out.close()
-            flat = np.memmap(self.spill, dtype=np.uint32, mode="r") if lengths.sum() else np.zeros(0, dtype=np.uint32)
+            flat = TokenFile(self.spill)
         else:
             flat = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int64)
         return flat, offsets, lengths

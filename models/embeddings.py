@@ -25,7 +25,7 @@ def cooccurrence(ids: np.ndarray, doc_starts: np.ndarray, vocab_size: int, windo
 
     `ids` (N,) are all documents one after another; `doc_starts` (n_docs,) where each begins. A pair d
     tokens apart counts (window - d + 1) / window, the expected weight under word2vec's sampled window.
-    Read `chunk` tokens at a time, so `ids` may be a memory-mapped file of any length (flows/pretrain.py)."""
+    Read `chunk` tokens at a time, so `ids` may be a file of any length (models/batching.TokenFile, flows/pretrain.py)."""
     boundaries = np.asarray(doc_starts[1:])  # (n_docs - 1,) a token's document: how many of these are <= its position
     total = sparse.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
     for d in range(1, window + 1):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.batching import TokenSet, TokenSink, bucket_batches
+from models.batching import TokenFile, TokenSet, TokenSink, bucket_batches, starts_of
 from models.gru import GRUConfig, GRUEncoder, padding_mask
 from models.train_loop import seed_everything
 
@@ -106,13 +106,13 @@ def cut_documents(ids: np.ndarray, starts: np.ndarray, max_length: int, head: in
     length = np.repeat(lengths, lengths)  # (N,) its document's length
     keep = (length <= max_length) | (pos < head) | (pos >= length - (max_length - head))  # (N,)
     cut = np.minimum(lengths, max_length)  # (n_docs,)
-    return ids[keep], np.concatenate([[0], np.cumsum(cut)[:-1]]).astype(np.int64), cut
+    return ids[keep], starts_of(cut), cut
 
 
 def cut_corpus(ids: np.ndarray, starts: np.ndarray, max_length: int, head: int, spill: Path | None = None,
                docs: int = 100_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`cut_documents` over `docs` documents at a time; with `spill`, the cut ids go to that file (uint32) and come
-    back memory-mapped, so neither the corpus nor its cut need fit in memory."""
+    back as a TokenFile (models/batching.py), so neither the corpus nor its cut need fit in memory."""
     with TokenSink(spill) as sink:
         for d0 in range(0, len(starts), docs):
             d1 = min(d0 + docs, len(starts))
@@ -144,6 +144,8 @@ def pretrain_encoder(vectors: torch.Tensor, counts: torch.Tensor, ids: np.ndarra
         encoder.embedding.weight.copy_(vectors)
     lm = BidirectionalLM(encoder, counts, negatives)
     history = train_language_model(lm, data, epochs, lr, batch_size, seed, log=log, device=device)
+    if isinstance(ids, TokenFile):
+        ids.close()
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     read = {"documents": len(data), "tokens": int(data.lengths.sum()), "longest": int(data.lengths.max(initial=0))}
     return {"embedding": state["embedding.weight"], "encoder": state, "history": history, "read": read,
