@@ -142,7 +142,7 @@ class TokenFile:
         return self[:] if dtype is None else self[:].astype(dtype)
 
     def close(self) -> None:
-        if self.fd >= 0:
+        if getattr(self, "fd", -1) >= 0:  # not set when the open failed
             os.close(self.fd)
             self.fd = -1
 
