@@ -19,7 +19,7 @@ from adapters.expectations import ExpectationResult, ValidationReport, build_exp
 from adapters.hygiene import Hygiene, check, merge_label_spellings
 from adapters.sampled import TEXT_FACTS
 from adapters.registry import AdapterInfo, available, get_adapter, load_factory
-from adapters.source import Source, facts, validate_source
+from adapters.source import Source, facts, source_of, validate_source
 from reweigh.params import DatasetParams
 
 VALIDATE_ROWS = DatasetParams.model_fields["validate_rows"].default  # GX on every row up to this many (dataset.validate_rows)
@@ -65,7 +65,7 @@ def load_and_validate(name: str, options: dict[str, Any], cache_dir: Path, hygie
     table (`Source`: `.collect()` reads it whole) and the report. Raises AdapterError only."""
     hygiene = hygiene or Hygiene()
     adapter = get_adapter(name, options)
-    source = Source(check_frame(adapter.load(cache_dir), title_of(adapter)), title_of(adapter))
+    source = source_of(adapter, check_frame(adapter.load(cache_dir), title_of(adapter)))
     rows = facts(source, hygiene.clean_steps)
     merged: dict[str, str] = {}
     if hygiene.normalize_labels:

@@ -9,45 +9,73 @@ flags, with the counts exact over all rows (adapters/sampled.py).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import polars as pl
 
-from adapters.base import AdapterError, no_rows
+from adapters.base import AdapterError, check_frame, no_rows, title_of
 from adapters.expectations import ValidationReport, build_expectations, report_of, validate
 from adapters.hygiene import KEY, with_text_keys
 from adapters.sampled import run_suite_sampled, text_facts
 from reweigh.io import ROW_GROUP
 
+T = TypeVar("T")
+_END = object()  # read_ahead: the items are done
+
 
 class Source:
     """The adapter's table, read as often as the stage needs, a batch at a time: its rows in order, `_row` their
-    position, `id` the adapter's or the position as text, labels through the merge (`relabel`) once known."""
+    position, `id` the adapter's or the position as text, labels through the merge (`relabel`) once known.
 
-    def __init__(self, frame: pl.DataFrame | pl.LazyFrame, title: str) -> None:
-        lazy = frame.lazy().with_row_index("_row")
-        if "id" not in lazy.collect_schema():
-            lazy = lazy.with_columns(id=pl.col("_row").cast(pl.String))
-        self.frame, self.title, self.mapping = lazy, title, {}
+    `reader`, when given, yields the same table's rows a batch at a time, in order, read one batch ahead of the
+    consumer and no further (the table adapter's Parquet files, through pyarrow; a DataFrame's own slices). Without one, a
+    LazyFrame is read by polars' `collect_batches`, whose reader runs ahead of a slower consumer into memory that
+    grows with the table (pola-rs/polars#28569)."""
+
+    def __init__(self, frame: pl.DataFrame | pl.LazyFrame, title: str,
+                 reader: Callable[[], Iterable[pl.DataFrame]] | None = None) -> None:
+        if reader is None and isinstance(frame, pl.DataFrame):
+            reader = partial(frame.iter_slices, ROW_GROUP)
+        self.table, self.title, self.reader, self.mapping = frame.lazy(), title, reader, {}
+        self.frame = self._shape(self.table, 0, {})
 
     def relabel(self, mapping: dict[str, str]) -> None:
         self.mapping = mapping
 
+    def _shape(self, table: pl.LazyFrame, offset: int, mapping: dict[str, str]) -> pl.LazyFrame:
+        """`table` (the whole table, or a batch starting at row `offset`) with `_row`, `id` and the merged labels."""
+        lazy = table.with_row_index("_row", offset=offset)
+        if "id" not in lazy.collect_schema():
+            lazy = lazy.with_columns(id=pl.col("_row").cast(pl.String))
+        return lazy.with_columns(pl.col("label").replace(mapping)) if mapping else lazy
+
     def _lazy(self) -> pl.LazyFrame:
-        return self.frame.with_columns(pl.col("label").replace(self.mapping)) if self.mapping else self.frame
+        return self._shape(self.table, 0, self.mapping)
 
     def batches(self) -> Iterator[pl.DataFrame]:
         with self._reading():
-            yield from self._lazy().collect_batches(chunk_size=ROW_GROUP)
+            if self.reader is None:
+                yield from self._lazy().collect_batches(chunk_size=ROW_GROUP)
+                return
+            yield from read_ahead(self._shaped(self.reader(), self.mapping))
+
+    def _shaped(self, batches: Iterable[pl.DataFrame], mapping: dict[str, str]) -> Iterator[pl.DataFrame]:
+        offset = 0
+        for batch in batches:
+            yield self._shape(batch.lazy(), offset, mapping).collect()
+            offset += batch.height
 
     def rows(self, positions: list[int]) -> pl.DataFrame:
-        """The rows at these positions (sorted), read in one pass a batch at a time. Each batch's few rows are copied
-        out: polars' filtered strings point into the batch they came from, which would keep every batch alive."""
+        """The rows at these positions (sorted), found in one pass inside polars' streaming engine, which keeps up with
+        its reader (see `reader`). Their strings are copied (`+ ""`): a filtered string points into the batch it came
+        from, and a few rows of each batch would keep every batch of the table alive."""
         wanted = pl.Series(positions, dtype=pl.UInt32).implode()
-        parts = [compact(batch.filter(pl.col("_row").is_in(wanted))) for batch in self.batches()]
-        return pl.concat(parts) if parts else self.frame.head(0).collect()
+        with self._reading():
+            return self._lazy().filter(pl.col("_row").is_in(wanted)).with_columns(pl.col(pl.String) + pl.lit("")).collect(engine="streaming")
 
     def collect(self) -> pl.DataFrame:
         with self._reading():
@@ -62,9 +90,24 @@ class Source:
             raise AdapterError(f"dataset '{self.title}': reading its rows failed: {first}; check the data file around that row") from exc
 
 
-def compact(df: pl.DataFrame) -> pl.DataFrame:
-    """`df` with its own copy of its strings, not views into the larger frame it was cut from."""
-    return pl.from_arrow(df.to_arrow(compat_level=pl.CompatLevel.oldest()))
+def read_ahead(items: Iterable[T]) -> Iterator[T]:
+    """`items`, each next one fetched on a worker thread while the consumer works on the one before: the reading
+    overlaps the work, and no more than two are held."""
+    it = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="reweigh-read") as pool:
+        ahead = pool.submit(next, it, _END)
+        while (item := ahead.result()) is not _END:
+            ahead = pool.submit(next, it, _END)
+            yield item
+
+
+def source_of(adapter: Any, table: pl.DataFrame | pl.LazyFrame) -> Source:
+    """The Source of an adapter's checked table (`check_frame(adapter.load(...))`), read through the adapter's
+    `batch_reader()` when it offers one (the table adapter, for a Parquet file)."""
+    title = title_of(adapter)
+    offer = getattr(adapter, "batch_reader", None)
+    read = offer() if callable(offer) else None
+    return Source(table, title, reader=None if read is None else lambda: (check_frame(batch, title) for batch in read()))
 
 
 def facts(source: Source, steps: tuple[str, ...] | None) -> pl.DataFrame:

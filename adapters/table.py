@@ -19,7 +19,7 @@ infers the merged set (adapters/hygiene.py) instead of keeping every spelling.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import polars as pl
 
 from adapters.base import AdapterError, MissingSource
 from adapters.table_lines import SAMPLES, Scan, check_lines, row_lines
+from reweigh.io import read_batches
 from reweigh.splits import stratified_split
 
 PASS_ROWS = 50_000  # rows parsed at a time in the pass that reads the labels
@@ -69,6 +70,7 @@ class TableAdapter:
         self._label_frame: pl.DataFrame | None = None  # the label (and split) column, until load() has used it
         self._rows = 0  # rows in the file, once read
         self._lines_scan = Scan()
+        self._test: pl.Series | None = None  # a file without a split column: which rows are test (load() draws it)
         self.labels_inferred = not labels
         self.labels = tuple(str(x) for x in labels) if labels else self._infer_labels()
 
@@ -194,15 +196,36 @@ class TableAdapter:
         """The table as a lazy frame: the ingest stage reads it a batch at a time, so a file of any size fits. The
         test split of a file without one is drawn from the labels alone (one column in memory), then joined on."""
         labels, self._label_frame = self._labels(), None  # first: a file polars cannot parse fails here, with its name
-        out = self._scan().select(
+        if not self.split_column:  # one bool per row, looked up by position (a join here made polars buffer the file)
+            self._test = stratified_split(labels["label"], self.test_fraction, self.seed, "test", "train") == "test"
+        return self._shape(self._scan(), 0)
+
+    def _shape(self, rows: pl.LazyFrame, offset: int) -> pl.LazyFrame:
+        """The file's rows (all of them, or a batch that starts at row `offset`) as the table: text, label, split, id."""
+        out = rows.select(
             pl.col(self.text_column).cast(pl.String).alias("text"),
             pl.col(self.label_column).cast(pl.String).alias("label"),
             *([pl.col(self.split_column).cast(pl.String).str.strip_chars().str.to_lowercase().alias("split")] if self.split_column else []),
-        ).with_row_index("row")
-        if not self.split_column:  # one bool per row, looked up by position (a join here made polars buffer the file)
-            test = stratified_split(labels["label"], self.test_fraction, self.seed, "test", "train") == "test"
-            out = out.with_columns(split=pl.when(pl.lit(test).gather(pl.col("row"))).then(pl.lit("test")).otherwise(pl.lit("train")))
+        ).with_row_index("row", offset=offset)
+        if not self.split_column:
+            out = out.with_columns(split=pl.when(pl.lit(self._test).gather(pl.col("row"))).then(pl.lit("test")).otherwise(pl.lit("train")))
         return out.with_columns(id=pl.format("{}:{}", pl.lit(self.path.name), pl.col("row"))).drop("row")
+
+    def batch_reader(self) -> Callable[[], Iterator[pl.DataFrame]] | None:
+        """After `load`: for a Parquet file, `load()`'s rows a row group at a time, read by pyarrow, which reads
+        nothing ahead of its consumer; polars' scan does (pola-rs/polars#28569), into memory that grows with the file.
+        None for the line formats: their rows are found by polars' parser alone."""
+        if self.format != "parquet":
+            return None
+        columns = list(dict.fromkeys(c for c in (self.text_column, self.label_column, self.split_column) if c))
+
+        def batches() -> Iterator[pl.DataFrame]:
+            offset = 0
+            with self._reading():
+                for batch in read_batches(self.path, columns=columns):
+                    yield self._shape(batch.lazy(), offset).collect()
+                    offset += batch.height
+        return batches
 
 
 def _short(text: object, width: int = 60) -> object:

@@ -53,6 +53,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="scale section: also one GRU training epoch on this many labelled documents (e.g. 1000000; default 0: off)")
     ap.add_argument("--scale-pretrain", action="store_true",
                     help="scale section: the pretrain stage too at every size, after tokenize (with the language model: as long as a training epoch)")
+    ap.add_argument("--scale-upto", choices=("ingest", "clean", "tokenize"), default="tokenize",
+                    help="scale section: the last data stage to run (default tokenize; ingest: ingest alone)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (printed at the end)")
     return ap.parse_args(argv)
 
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "serving": lambda: serving.run(work / "pipeline" / "project" if args.quick else ROOT, work, args.quick, p.seed,
                                      args.models.split(",") if args.models else None),
         "scale": lambda: scale.run(work, [int(x) for x in (args.scale_sizes or ("2000,10000" if args.quick else "100000,1000000")).split(",")],
-                                   args.scale_in_memory_max, pipeline.PREFECT_API["url"], args.scale_train, args.scale_pretrain),
+                                   args.scale_in_memory_max, pipeline.PREFECT_API["url"], args.scale_train, args.scale_pretrain,
+                                   args.scale_upto),
     }
     def write(final: bool) -> str:
         result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

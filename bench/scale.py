@@ -194,12 +194,13 @@ def _same_outputs(project: str) -> dict[str, bool]:
 
 
 def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | None = None, train_documents: int = 0,
-        pretrain: bool = False) -> dict[str, Any]:
+        pretrain: bool = False, upto: str = STAGES[-1]) -> dict[str, Any]:
     """`prefect_api`: the bench's Prefect server, which the dask runs' task runs report to (as under `reweigh
     repro`); without one each would start a temporary server of its own, seconds the stage does not spend.
-    `pretrain`: the pretrain stage too, after tokenize (its docs/s counts the documents it read)."""
+    `pretrain`: the pretrain stage too, after tokenize (its docs/s counts the documents it read). `upto`: the last of
+    STAGES to run (each reads what the one before wrote): "ingest" measures ingest alone."""
     raw = work / "raw.parquet"
-    stages = (*STAGES, "pretrain") if pretrain else STAGES
+    stages = STAGES[:STAGES.index(upto) + 1] + (("pretrain",) if pretrain and upto == STAGES[-1] else ())
     out: dict[str, Any] = {"stages": list(stages), "in_memory_max": in_memory_max, "sizes": {}}
     for n in sorted(sizes):
         project = work / "scale" / str(n)
@@ -218,7 +219,7 @@ def run(work: Path, sizes: list[int], in_memory_max: int, prefect_api: str | Non
                 row[stage]["in_memory"] = {**m, "docs_per_s": rate(n, m["seconds"])}
                 row[stage]["stream_vs_in_memory_speed"] = ratio(m["seconds"], s["seconds"])
                 row[stage]["stream_vs_in_memory_rss"] = ratio(s["peak_rss_mb"], m["peak_rss_mb"])
-        if n == min(sizes) and n <= in_memory_max:
+        if n == min(sizes) and n <= in_memory_max and upto == STAGES[-1]:
             same = in_child(_same_outputs, str(project))
             row["same_outputs"] = {k: v for k, v in same.items() if k != "peak_rss_mb"}  # in_child adds the child's RSS
         out["sizes"][str(n)] = row

@@ -34,7 +34,7 @@ from adapters.expectations import ValidationFailed, ValidationReport
 from adapters.hygiene import KEY, Hygiene, check, dedupe, merge_label_spellings
 from adapters.registry import get_adapter
 from adapters.sampled import TEXT_FACTS
-from adapters.source import Source, facts, validate_source
+from adapters.source import Source, facts, source_of, validate_source
 from flows.common import DATA, DATASET_FILE, REPORTS, cache_dir, params, run_stage
 from reweigh.io import ROW_GROUP, rebatch, write_batches, write_json
 from reweigh.params import DatasetParams, ParamsError
@@ -117,7 +117,7 @@ def ingest(dataset: DatasetParams, seed: int, clean_steps: list[str] | None = No
     """The stage; returns the kept rows' facts (no texts), in the order written."""
     logger = get_run_logger()
     adapter, raw = load_dataset(dataset.name, dataset.options)
-    source = Source(raw, title_of(adapter))
+    source = source_of(adapter, raw)
     adapter, df, report = decide(adapter, source, dataset, seed, Hygiene.from_params(dataset, clean_steps))
     _record(report, logger)
     if df is None:
@@ -142,7 +142,7 @@ def dataset_info(adapter: Any, counts: pl.DataFrame) -> dict[str, Any]:
 def prepare(adapter: Any, raw: pl.DataFrame | pl.LazyFrame, dataset: DatasetParams, seed: int,
             hygiene: Hygiene) -> tuple[Any, pl.DataFrame | None, ValidationReport]:
     """The stage without I/O, in memory (the drift check, tests): as `decide`, but the table the stage would write."""
-    source = Source(raw, title_of(adapter))
+    source = source_of(adapter, raw)
     adapter, kept, report = decide(adapter, source, dataset, seed, hygiene)
     if kept is None:
         return adapter, None, report

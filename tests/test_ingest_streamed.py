@@ -175,3 +175,66 @@ def test_reweigh_validate_reads_a_large_file_as_the_stage_does_and_reports_the_s
     assert docs_rows(source, whole.rows, 100_000, 3).height == 1_200  # Data Docs: the whole table, or a sample
     shown = docs_rows(sampled_source, sampled.rows, 50, 3)
     assert shown.height == 50 and shown["_row"].is_sorted() and shown["_row"].n_unique() == 50
+
+
+def test_rows_read_back_by_position_hold_their_own_strings_not_the_table():
+    """A few rows from each batch must not keep every batch alive (`Source.rows` copies their strings)."""
+    from reweigh.io import ROW_GROUP
+
+    texts = [f"review {i} " + "x" * 200 for i in range(3 * ROW_GROUP)]
+    source = Source(pl.DataFrame({"text": texts, "label": "pos", "split": "train"}), "three batches")
+    at = [5, ROW_GROUP + 7, 2 * ROW_GROUP + 9]
+    rows = source.rows(at)
+    assert rows["_row"].to_list() == at
+    assert rows["text"].to_list() == [texts[i] for i in at]
+    held = rows["text"].to_arrow(compat_level=pl.CompatLevel.newest()).buffers()[2:]  # the string data behind the views
+    assert sum(b.size for b in held if b is not None) < 10 * sum(len(t) for t in rows["text"])
+
+
+@pytest.mark.parametrize("split_column", [None, "split"])
+def test_the_table_adapter_reads_a_parquet_file_by_pyarrow_as_its_scan_reads_it(tmp_path, monkeypatch, split_column):
+    """A Parquet file is read by pyarrow, a row group at a time, for what the stage reads batch by batch (polars' scan
+    reads ahead of a slow consumer): the same rows, ids, splits and merged labels as the scan, over several batches."""
+    from adapters.source import source_of
+    from reweigh.io import ROW_GROUP
+
+    monkeypatch.chdir(tmp_path)
+    path = Path("my data/data/raw/reviews.parquet")
+    path.parent.mkdir(parents=True)
+    df = table(2 * ROW_GROUP + 700).filter(pl.col("split") != "unsup")
+    df = df.with_columns(stars=pl.col("label").replace_strict({"neg": 1, "pos": 5, "mixed": 3}, return_dtype=pl.Int64)).drop("label")
+    (df if split_column else df.drop("split")).write_parquet(path, row_group_size=7_000)
+    adapter = TableAdapter(str(path), label_column="stars", split_column=split_column, test_fraction=0.25)
+    source = source_of(adapter, check_frame(adapter.load(tmp_path), "reviews.parquet"))
+    scanned = Source(source.table, "reviews.parquet")
+    assert source.reader is not None and scanned.reader is None
+    for mapping in ({}, {"5": "five"}):
+        source.relabel(mapping)
+        scanned.relabel(mapping)
+        batches = list(source.batches())
+        assert len(batches) > 1 and max(b.height for b in batches) <= ROW_GROUP
+        assert pl.concat(batches).equals(scanned.collect())
+    assert pl.concat(batches)["id"][-1] == f"reviews.parquet:{df.height - 1}"
+
+    csv = Path("my data/data/raw/reviews.csv")
+    df.write_csv(csv)
+    assert TableAdapter(str(csv), label_column="stars", split_column="split").batch_reader() is None
+
+
+def test_read_ahead_keeps_the_order_fetches_one_item_ahead_and_passes_errors_on():
+    from adapters.source import read_ahead
+
+    pulled = []
+
+    def items():
+        for i in range(5):
+            pulled.append(i)
+            yield i
+        raise ValueError("row 5 cannot be parsed")
+
+    seen = []
+    with pytest.raises(ValueError, match="row 5"):
+        for item in read_ahead(items()):
+            seen.append(item)
+            assert len(pulled) <= item + 2  # this one, and at most the next
+    assert seen == [0, 1, 2, 3, 4]
