@@ -215,8 +215,8 @@ class TableAdapter:
         """After `load`: for a Parquet file, `load()`'s rows a row group at a time, read by pyarrow, which reads
         nothing ahead of its consumer; polars' scan does (pola-rs/polars#28569), into memory that grows with the file.
         None for the line formats: their rows are found by polars' parser alone."""
-        if self.format != "parquet":
-            return None
+        if self.format != "parquet" or (self._test is None and not self.split_column):
+            return None  # a file without a split column before load(): its test rows are not drawn yet
         columns = list(dict.fromkeys(c for c in (self.text_column, self.label_column, self.split_column) if c))
 
         def batches() -> Iterator[pl.DataFrame]:

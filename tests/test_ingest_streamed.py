@@ -205,6 +205,7 @@ def test_the_table_adapter_reads_a_parquet_file_by_pyarrow_as_its_scan_reads_it(
     df = df.with_columns(stars=pl.col("label").replace_strict({"neg": 1, "pos": 5, "mixed": 3}, return_dtype=pl.Int64)).drop("label")
     (df if split_column else df.drop("split")).write_parquet(path, row_group_size=7_000)
     adapter = TableAdapter(str(path), label_column="stars", split_column=split_column, test_fraction=0.25)
+    assert (adapter.batch_reader() is None) == (split_column is None)  # before load(): no test rows drawn yet
     source = source_of(adapter, check_frame(adapter.load(tmp_path), "reviews.parquet"))
     scanned = Source(source.table, "reviews.parquet")
     assert source.reader is not None and scanned.reader is None
