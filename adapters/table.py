@@ -194,7 +194,8 @@ class TableAdapter:
 
     def load(self, cache_dir: Path) -> pl.LazyFrame:
         """The table as a lazy frame: the ingest stage reads it a batch at a time, so a file of any size fits. The
-        test split of a file without one is drawn from the labels alone (one column in memory), then joined on."""
+        test split of a file without one is drawn from the labels alone (one column in memory), then looked up by
+        row (`_shape`)."""
         labels, self._label_frame = self._labels(), None  # first: a file polars cannot parse fails here, with its name
         if not self.split_column:  # one bool per row, looked up by position (a join here made polars buffer the file)
             self._test = stratified_split(labels["label"], self.test_fraction, self.seed, "test", "train") == "test"
